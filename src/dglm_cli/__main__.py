@@ -1,0 +1,3 @@
+from dglm_cli.cli import main
+
+main()

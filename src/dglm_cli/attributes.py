@@ -1,0 +1,55 @@
+"""Attribute names from the command line (`positive`, `sentiment:positive:2`) resolved to guidance targets."""
+
+from dataclasses import dataclass
+
+from dglm_cli.classifier import LinearClassifier
+from dglm_cli.errors import InputError
+from dglm_cli.guidance import AttributeTarget
+
+
+@dataclass(frozen=True)
+class AttributeSpec:
+    """`[CLASSIFIER:]LABEL[:WEIGHT]` as written by the user; `avoid` for --avoid."""
+
+    label: str
+    classifier: str | None = None
+    weight: float = 1.0
+    avoid: bool = False
+
+    @classmethod
+    def parse(cls, text: str, avoid: bool = False) -> "AttributeSpec":
+        parts = text.strip().split(":")
+        weight = 1.0
+        if len(parts) > 1 and _is_number(parts[-1]):
+            weight = float(parts.pop())
+        if not 1 <= len(parts) <= 2 or not all(parts):
+            raise InputError(f"cannot parse attribute {text!r}: expected LABEL, LABEL:WEIGHT or CLASSIFIER:LABEL[:WEIGHT]")
+        if weight <= 0:
+            raise InputError(f"attribute {text!r}: the weight must be positive (use --avoid to push away)")
+        classifier, label = (None, parts[0]) if len(parts) == 1 else parts
+        return cls(label=label, classifier=classifier, weight=weight, avoid=avoid)
+
+
+def resolve(spec: AttributeSpec, classifiers: dict[str, LinearClassifier]) -> AttributeTarget:
+    """Find the (classifier, label) a spec names; unknown or ambiguous names list the choices."""
+    matches = [
+        (name, c) for name, c in classifiers.items()
+        if spec.label in c.labels and spec.classifier in (None, name)
+    ]
+    if len(matches) == 1:
+        name, classifier = matches[0]
+        return AttributeTarget(name, classifier, spec.label, spec.weight, spec.avoid)
+    choices = ", ".join(f"{name}:{label}" for name, c in classifiers.items() for label in c.labels) or "none"
+    written = f"{spec.classifier}:{spec.label}" if spec.classifier else spec.label
+    if matches:
+        names = ", ".join(f"{name}:{spec.label}" for name, _ in matches)
+        raise InputError(f"attribute {written!r} is ambiguous: say which of {names}")
+    raise InputError(f"unknown attribute {written!r}; available: {choices}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

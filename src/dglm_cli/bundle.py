@@ -1,0 +1,337 @@
+"""Bundle I/O: the only module that reads or writes model files.
+
+A bundle is one directory (design.md §3): dglm.json (manifest with format version and the sha256 of
+every file), README.md (model card), encoder/, denoiser/, prompt_generator/, decoder/, classifiers/<name>/.
+Weights are safetensors and configs JSON; nothing in a bundle is executed or unpickled.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from dglm_cli import __version__, assets
+from dglm_cli.classifier import ClassifierConfig, LinearClassifier
+from dglm_cli.config import config_from_dict, config_to_dict
+from dglm_cli.decoder import DecoderConfig, SoftPromptDecoder
+from dglm_cli.denoiser import Denoiser, DenoiserConfig
+from dglm_cli.encoder import EncoderConfig, LatentStats, SentenceEncoder
+from dglm_cli.errors import AssetError, BundleError
+from dglm_cli.paths import dglm_home
+from dglm_cli.prompt_generator import PromptGenerator, PromptGeneratorConfig
+
+FORMAT_VERSION = 1
+MANIFEST = "dglm.json"
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+
+
+# ---------------------------------------------------------------- files
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"missing file: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BundleError(f"corrupt JSON in {path}: {error}") from None
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(f.name, path)
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise BundleError(f"missing file: {path}") from None
+    except (SafetensorError, OSError, ValueError) as error:
+        raise BundleError(f"corrupt weights in {path}: {error}") from None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- components
+
+
+def save_module(directory: Path, module: torch.nn.Module) -> None:
+    """config.json (the module's config dataclass) + model.safetensors (its state dict)."""
+    write_json(directory / CONFIG, config_to_dict(module.config))
+    write_tensors(directory / WEIGHTS, module.state_dict())
+
+
+def load_module(directory: Path, module_cls, config_cls, device: str | torch.device = "cpu"):
+    config = config_from_dict(config_cls, read_json(directory / CONFIG), where=str(directory / CONFIG))
+    try:
+        module = module_cls(config)
+    except ValueError as error:
+        raise BundleError(f"{directory / CONFIG}: {error}") from None
+    state = read_tensors(directory / WEIGHTS)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()
+        raise BundleError(f"{directory / WEIGHTS} does not match its config: {' '.join(first[:2])}") from None
+    return module.to(device).eval()
+
+
+def save_classifier(directory: Path, classifier: LinearClassifier) -> None:
+    save_module(directory, classifier)
+
+
+def load_classifier(directory: Path, device: str | torch.device = "cpu") -> LinearClassifier:
+    return load_module(directory, LinearClassifier, ClassifierConfig, device)
+
+
+def save_stats(path: Path, stats: LatentStats) -> None:
+    write_tensors(path, {"mean": stats.mean, "std": stats.std})
+
+
+def load_stats(path: Path, device: str | torch.device = "cpu") -> LatentStats:
+    tensors = read_tensors(path)
+    if set(tensors) != {"mean", "std"} or tensors["mean"].shape != tensors["std"].shape:
+        raise BundleError(f"{path}: expected tensors 'mean' and 'std' of one shape")
+    return LatentStats(tensors["mean"], tensors["std"]).to(device)
+
+
+def load_encoder(config: EncoderConfig, base: Path | None, device: str | torch.device) -> SentenceEncoder:
+    name, revision = assets.resolve(config.reference, base)
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(name, revision=revision, device=str(device))
+    except (OSError, ValueError) as error:
+        raise AssetError(f"cannot load encoder {assets.describe(config.reference)}: {_first_line(error)}") from None
+    if config.max_seq_length:
+        model.max_seq_length = config.max_seq_length
+    get_dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    dim = get_dimension()
+    if dim != config.embedding_dim:
+        raise BundleError(f"encoder {assets.describe(config.reference)} gives {dim}-d embeddings, bundle expects {config.embedding_dim}")
+    return SentenceEncoder(model.eval(), config)
+
+
+def load_lm(reference: dict, base: Path | None, device: str | torch.device, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) of a Hugging Face causal LM."""
+    name, revision = assets.resolve(reference, base)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+        model = AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=dtype)
+    except (OSError, ValueError) as error:
+        raise AssetError(f"cannot load decoder {assets.describe(reference)}: {_first_line(error)}") from None
+    return model.to(device).eval(), tokenizer
+
+
+def save_lm(directory: Path, model, tokenizer) -> None:
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def load_decoder(config: DecoderConfig, base: Path | None, device: str | torch.device) -> SoftPromptDecoder:
+    model, tokenizer = load_lm(config.reference, base, device)
+    width = model.get_input_embeddings().embedding_dim
+    if width != config.embedding_dim:
+        raise BundleError(f"decoder {assets.describe(config.reference)} has width {width}, bundle expects {config.embedding_dim}")
+    model.requires_grad_(False)
+    return SoftPromptDecoder(model, tokenizer, config)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# ---------------------------------------------------------------- bundles
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict
+    encoder: SentenceEncoder
+    stats: LatentStats
+    denoiser: Denoiser
+    prompt_generator: PromptGenerator
+    decoder: SoftPromptDecoder
+    classifiers: dict[str, LinearClassifier] = field(default_factory=dict)
+
+    @property
+    def sha256(self) -> str:
+        """Identifies the bundle's exact contents: the hash of its manifest, which lists every file's hash."""
+        return sha256_file(self.path / MANIFEST)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name") or self.path.name
+
+
+def find_bundle(name_or_path: str | Path) -> Path:
+    """A bundle directory from a path, or a name under DGLM_HOME/bundles."""
+    candidates = [Path(name_or_path).expanduser()]
+    if "/" not in str(name_or_path):
+        candidates.append(dglm_home() / "bundles" / str(name_or_path))
+    for candidate in candidates:
+        if (candidate / MANIFEST).is_file():
+            return candidate
+        if candidate.is_dir():
+            raise BundleError(f"{candidate} is not a dglm bundle (no {MANIFEST})")
+    raise BundleError(f"bundle not found: {name_or_path} (give a bundle directory, or make one with `dglm bundle tiny DIR`)")
+
+
+def read_manifest(path: Path) -> dict:
+    manifest = read_json(path / MANIFEST)
+    version = manifest.get("format_version")
+    if not isinstance(version, int):
+        raise BundleError(f"{path / MANIFEST} has no integer format_version")
+    if version > FORMAT_VERSION:
+        raise BundleError(f"bundle {path} has format_version {version}; this dglm ({__version__}) reads up to {FORMAT_VERSION}: upgrade dglm")
+    return manifest
+
+
+def verify_files(path: Path, manifest: dict) -> None:
+    for relative, expected in manifest.get("files", {}).items():
+        file = path / relative
+        if not file.is_file():
+            raise BundleError(f"bundle {path} is missing {relative}")
+        if sha256_file(file) != expected:
+            raise BundleError(f"bundle {path}: checksum mismatch for {relative} (file is corrupt or was modified)")
+
+
+def load_bundle(name_or_path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> Bundle:
+    path = find_bundle(name_or_path)
+    manifest = read_manifest(path)
+    if verify:
+        verify_files(path, manifest)
+    encoder_config = config_from_dict(EncoderConfig, read_json(path / "encoder" / CONFIG), "encoder/config.json")
+    decoder_config = config_from_dict(DecoderConfig, read_json(path / "decoder" / CONFIG), "decoder/config.json")
+    stats = load_stats(path / "encoder" / "latent_stats.safetensors", device)
+    denoiser = load_module(path / "denoiser", Denoiser, DenoiserConfig, device)
+    prompt_generator = load_module(path / "prompt_generator", PromptGenerator, PromptGeneratorConfig, device)
+    classifiers = {d.name: load_classifier(d, device) for d in sorted((path / "classifiers").glob("*")) if d.is_dir()}
+    _check_dimensions(encoder_config, decoder_config, stats, denoiser, prompt_generator, classifiers)
+    encoder = load_encoder(encoder_config, path, device)
+    decoder = load_decoder(decoder_config, path, device)
+    return Bundle(path, manifest, encoder, stats, denoiser, prompt_generator, decoder, classifiers)
+
+
+def _check_dimensions(encoder_config, decoder_config, stats, denoiser, prompt_generator, classifiers) -> None:
+    dim = encoder_config.embedding_dim
+    checks = [
+        ("latent stats", stats.mean.shape[0]),
+        ("denoiser latent_dim", denoiser.config.latent_dim),
+        ("prompt generator latent_dim", prompt_generator.config.latent_dim),
+        *((f"classifier {name}", c.config.embedding_dim) for name, c in classifiers.items()),
+    ]
+    for what, value in checks:
+        if value != dim:
+            raise BundleError(f"dimension mismatch: the encoder gives {dim}-d embeddings but the {what} is {value}")
+    if prompt_generator.config.lm_dim != decoder_config.embedding_dim:
+        raise BundleError(f"dimension mismatch: prompt generator writes {prompt_generator.config.lm_dim}-d soft prompts, decoder width is {decoder_config.embedding_dim}")
+
+
+def save_bundle(
+    path: Path,
+    *,
+    encoder_config: EncoderConfig,
+    stats: LatentStats,
+    denoiser: Denoiser,
+    prompt_generator: PromptGenerator,
+    decoder_config: DecoderConfig,
+    classifiers: dict[str, LinearClassifier] | None = None,
+    encoder_model=None,
+    lm=None,
+    card: str = "",
+    info: dict | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a bundle into a temporary sibling directory, then rename it into place.
+
+    `encoder_model` (a SentenceTransformer) and `lm` ((model, tokenizer)) are stored inside the bundle
+    when given; their configs' references must then be {"kind": "embedded", ...}.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise BundleError(f"{path} already exists (use --force to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write_json(staging / "encoder" / CONFIG, config_to_dict(encoder_config))
+        save_stats(staging / "encoder" / "latent_stats.safetensors", stats)
+        if encoder_model is not None:
+            encoder_model.save(str(staging / encoder_config.reference["path"]))
+        save_module(staging / "denoiser", denoiser)
+        save_module(staging / "prompt_generator", prompt_generator)
+        write_json(staging / "decoder" / CONFIG, config_to_dict(decoder_config))
+        if lm is not None:
+            save_lm(staging / decoder_config.reference["path"], *lm)
+        for name, classifier in (classifiers or {}).items():
+            save_classifier(staging / "classifiers" / name, classifier)
+        (staging / "README.md").write_text(card or "# dglm bundle\n", encoding="utf-8")
+        _write_manifest(staging, encoder_config, decoder_config, info or {}, path.name)
+        _replace_dir(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def _write_manifest(staging: Path, encoder_config, decoder_config, info: dict, name: str) -> None:
+    files = {
+        str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()
+    }
+    forbidden = [f for f in files if f.endswith((".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt"))]
+    if forbidden:
+        raise BundleError(f"refusing to write pickled files into a bundle: {forbidden}")
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "dglm_version": __version__,
+        "components": ["encoder", "denoiser", "prompt_generator", "decoder", "classifiers"],
+        "encoder": encoder_config.reference,
+        "decoder": decoder_config.reference,
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **info,
+        "files": files,
+    }
+    write_json(staging / MANIFEST, manifest)
+
+
+def _replace_dir(staging: Path, path: Path) -> None:
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(staging, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, path)

@@ -1,0 +1,43 @@
+"""The `dglm` command line: a thin shell over the Python API.
+
+Data goes to stdout, progress and messages to stderr. Errors a user can cause are one line on stderr
+and a non-zero exit (DGLM_DEBUG=1 shows the traceback). Heavy libraries load inside commands, so
+`dglm --help` stays fast.
+"""
+
+import typer
+
+from dglm_cli import __version__
+from dglm_cli.cli import bundle, generate
+
+app = typer.Typer(
+    name="dglm",
+    help="Attribute-controlled text generation with Diffusion Guided Language Modeling.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+app.command("generate", no_args_is_help=False)(generate.generate)
+app.add_typer(bundle.app, name="bundle")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dglm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """Attribute-controlled text generation with Diffusion Guided Language Modeling.
+
+    A diffusion model proposes the sentence embedding of a continuation, linear classifiers steer
+    the proposal, and a soft-prompted language model writes the text.
+    """
+
+
+def main() -> None:
+    app()

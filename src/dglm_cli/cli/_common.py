@@ -1,0 +1,66 @@
+"""Shared CLI plumbing: the stderr console, one-line errors, quiet HF libraries, progress bars."""
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+
+import typer
+from rich.console import Console
+
+from dglm_cli.errors import DGLMError
+
+stderr = Console(stderr=True, highlight=False)
+
+
+def user_errors(function: Callable) -> Callable:
+    """Turn a DGLMError into one line on stderr and its exit code (DGLM_DEBUG=1 re-raises)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except DGLMError as error:
+            if os.environ.get("DGLM_DEBUG"):
+                raise
+            fail(str(error), error.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except BrokenPipeError:
+            sys.stderr.close()  # downstream closed the pipe (e.g. `| head`): stop quietly
+            raise typer.Exit(0) from None
+
+    return wrapper
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print `dglm: error: MESSAGE` as a single line on stderr and exit."""
+    line = " ".join(message.split())
+    print(f"dglm: error: {line}", file=sys.stderr, flush=True)
+    raise typer.Exit(code)
+
+
+def quiet_libraries() -> None:
+    """Silence transformers/hub progress bars and advice; dglm reports progress itself."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def progress(quiet: bool):
+    """A rich progress bar on stderr (disabled with --quiet)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=quiet,
+        transient=False,
+    )

@@ -1,0 +1,173 @@
+"""Soft-prompted decoder over any Hugging Face causal LM.
+
+The LM is fed `inputs_embeds` = [prefix tokens][k soft vectors][continuation tokens]; the training loss
+covers the continuation tokens only. Generation runs its own sampling loop (KV cache, top-p,
+temperature, repetition penalty) so that each row draws its tokens from its own record's generator.
+"""
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from dglm_cli.rng import RecordRNG
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class DecoderConfig:
+    reference: dict  # where the causal LM comes from (see dglm_cli.assets)
+    embedding_dim: int
+    fine_tuned: bool = False  # weights travel inside the bundle (decoder/lm/)
+
+
+@dataclass
+class DecoderBatch:
+    """Assembled model inputs: embeds (B, L, E), mask and positions (B, L), labels (B, L) or None."""
+
+    inputs_embeds: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    labels: torch.Tensor | None
+
+
+class SoftPromptDecoder:
+    def __init__(self, model, tokenizer, config: DecoderConfig):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        eos = {tokenizer.eos_token_id, *_as_list(getattr(model.generation_config, "eos_token_id", None))}
+        self.stop_ids = sorted(i for i in eos if i is not None)
+        self.start_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else self.stop_ids[0]
+        # transformers 5 renamed `past_key_values` to `cache` (argument and output field)
+        self._cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return [self.tokenizer(text).input_ids for text in texts]
+
+    def assemble(
+        self,
+        prefix_ids: list[list[int]],
+        soft: torch.Tensor,
+        continuation_ids: list[list[int]] | None = None,
+        left_pad: bool = False,
+    ) -> DecoderBatch:
+        """Lay out [prefix][soft (B, k, E)][continuation] per row, padded to the longest row."""
+        k = soft.shape[1]
+        continuation_ids = continuation_ids or [[] for _ in prefix_ids]
+        prefix_ids = [ids if ids or k or cont else [self.start_id] for ids, cont in zip(prefix_ids, continuation_ids)]
+        lengths = [len(p) + k + len(c) for p, c in zip(prefix_ids, continuation_ids)]
+        width = max(lengths)
+        batch, embed = len(prefix_ids), self.model.get_input_embeddings()
+        ids = torch.zeros(batch, width, dtype=torch.long)
+        is_soft = torch.zeros(batch, width, dtype=torch.bool)
+        mask = torch.zeros(batch, width, dtype=torch.long)
+        labels = torch.full((batch, width), IGNORE_INDEX, dtype=torch.long)
+        for row, (prefix, cont, length) in enumerate(zip(prefix_ids, continuation_ids, lengths)):
+            start = width - length if left_pad else 0
+            ids[row, start : start + len(prefix)] = torch.tensor(prefix, dtype=torch.long)
+            is_soft[row, start + len(prefix) : start + len(prefix) + k] = True
+            cont_start = start + len(prefix) + k
+            ids[row, cont_start : cont_start + len(cont)] = torch.tensor(cont, dtype=torch.long)
+            labels[row, cont_start : cont_start + len(cont)] = torch.tensor(cont, dtype=torch.long)
+            mask[row, start : start + length] = 1
+        device = self.device
+        embeds = embed(ids.to(device))  # (B, L, E)
+        if k:
+            embeds = embeds.masked_scatter(is_soft.to(device)[..., None], soft.to(embeds.dtype))
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        return DecoderBatch(embeds, mask.to(device), positions.to(device), labels.to(device))
+
+    def continuation_loss(self, prefix_ids, soft, continuation_ids, reduction: str = "mean") -> torch.Tensor:
+        """Cross-entropy of the continuation tokens given prefix and soft prompt (mean per token, or per row)."""
+        batch = self.assemble(prefix_ids, soft, continuation_ids)
+        logits = self.model(
+            inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+        ).logits  # (B, L, V)
+        labels = batch.labels[:, 1:]
+        losses = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels, reduction="none")  # (B, L-1)
+        counts = (labels != IGNORE_INDEX).sum(dim=1)
+        if reduction == "sum_per_row":
+            return losses.sum(dim=1), counts
+        return losses.sum() / counts.sum().clamp(min=1)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prefixes: list[str],
+        soft: torch.Tensor,
+        rng: RecordRNG,
+        max_new_tokens: int = 32,
+        top_p: float = 0.9,
+        temperature: float = 1.0,
+        repetition_penalty: float = 1.0,
+    ) -> list[str]:
+        """Sample one continuation per row; `soft` is (B, k, E), k may be 0."""
+        batch = self.assemble(self.tokenize(prefixes), soft, left_pad=True)
+        out = self.model(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=True,
+        )
+        mask, positions = batch.attention_mask, batch.position_ids[:, -1:]
+        generated = torch.empty(len(prefixes), 0, dtype=torch.long, device=self.device)
+        finished = torch.zeros(len(prefixes), dtype=torch.bool, device=self.device)
+        stop_ids = torch.tensor(self.stop_ids, device=self.device)
+        for _ in range(max_new_tokens):
+            logits = penalize_repetition(out.logits[:, -1].float(), generated, repetition_penalty)
+            tokens = sample_top_p(logits, rng, top_p, temperature)  # (B,)
+            tokens = torch.where(finished, stop_ids[0], tokens)
+            generated = torch.cat([generated, tokens[:, None]], dim=1)
+            finished |= torch.isin(tokens, stop_ids)
+            if finished.all():
+                break
+            mask = torch.cat([mask, mask.new_ones(len(prefixes), 1)], dim=1)
+            positions = positions + 1
+            out = self.model(
+                input_ids=tokens[:, None],
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                **{self._cache_name: getattr(out, self._cache_name)},
+            )
+        return [self._decode(row) for row in generated.tolist()]
+
+    def _decode(self, ids: list[int]) -> str:
+        stops = [i for i, token in enumerate(ids) if token in self.stop_ids]
+        return self.tokenizer.decode(ids[: stops[0]] if stops else ids, skip_special_tokens=True)
+
+
+def penalize_repetition(logits: torch.Tensor, generated: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL-style penalty on tokens already generated: positive logits / p, negative logits · p."""
+    if penalty == 1.0 or generated.shape[1] == 0:
+        return logits
+    seen = torch.gather(logits, 1, generated)
+    return logits.scatter(1, generated, torch.where(seen > 0, seen / penalty, seen * penalty))
+
+
+def sample_top_p(logits: torch.Tensor, rng: RecordRNG, top_p: float, temperature: float) -> torch.Tensor:
+    """Nucleus sampling, one uniform draw per row from its own generator; temperature 0 is greedy."""
+    uniform = rng.rand(1).squeeze(1)  # (B,), drawn even when greedy to keep streams aligned
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = F.softmax(logits / temperature, dim=-1)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V)
+    cumulative = sorted_probs.cumsum(dim=-1)
+    sorted_probs = sorted_probs.masked_fill(cumulative - sorted_probs >= top_p, 0.0)  # keep the nucleus
+    cumulative = sorted_probs.cumsum(dim=-1)
+    threshold = uniform[:, None] * cumulative[:, -1:]
+    choice = torch.searchsorted(cumulative, threshold).clamp(max=logits.shape[-1] - 1)  # (B, 1)
+    return order.gather(1, choice).squeeze(1)
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]

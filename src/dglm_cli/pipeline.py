@@ -1,0 +1,217 @@
+"""The DGLM pipeline: prefix -> guided latent proposal -> soft prompt -> continuation. No printing here."""
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from dglm_cli import __version__, assets
+from dglm_cli.attributes import AttributeSpec, resolve
+from dglm_cli.bundle import Bundle, load_bundle
+from dglm_cli.errors import InputError
+from dglm_cli.guidance import AGGREGATES, AttributeTarget, classifier_guidance
+from dglm_cli.rng import RecordRNG
+from dglm_cli.sampler import SAMPLERS, sample
+from dglm_cli.schedule import diffuse
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+
+
+@dataclass
+class GenerationSettings:
+    num_samples: int = 1
+    guidance_scale: float = 5.0  # s in ε̂' = ε̂ + s·σ·∇L
+    cfg: float = 1.0  # classifier-free guidance weight on the prefix (1 = conditional only)
+    steps: int = 50
+    sampler: str = "ddpm"
+    max_new_tokens: int = 32
+    top_p: float = 0.9
+    temperature: float = 1.0
+    repetition_penalty: float = 1.2
+    mc_samples: int = 32  # K, Monte-Carlo samples per guidance step
+    aggregate: str = "lgd"
+    renoise_alpha2: float | None = None  # None: the prompt generator's inference_alpha2
+    seed: int = 0
+    batch_size: int = 16
+
+    def validate(self) -> None:
+        checks = [
+            (self.num_samples >= 1, "--num-samples must be at least 1"),
+            (self.steps >= 1, "--steps must be at least 1"),
+            (self.sampler in SAMPLERS, f"--sampler must be one of {', '.join(SAMPLERS)}"),
+            (self.aggregate in AGGREGATES, f"aggregate must be one of {', '.join(AGGREGATES)}"),
+            (0 < self.top_p <= 1, "--top-p must be in (0, 1]"),
+            (self.temperature >= 0, "--temperature must be >= 0"),
+            (self.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.guidance_scale >= 0, "--guidance must be >= 0"),
+            (self.mc_samples >= 1, "mc_samples must be at least 1"),
+            (self.repetition_penalty > 0, "--repetition-penalty must be > 0"),
+            (self.renoise_alpha2 is None or 0 < self.renoise_alpha2 <= 1, "re-noise α² must be in (0, 1]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+
+@dataclass(frozen=True)
+class RecordPlan:
+    id: str
+    prompt: Prompt
+    sample: int
+    seed: int
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+class Pipeline:
+    def __init__(self, bundle: Bundle, device: torch.device):
+        self.bundle = bundle
+        self.device = device
+
+    @classmethod
+    def from_bundle(cls, name_or_path, device: str = "auto") -> "Pipeline":
+        resolved = resolve_device(device)
+        return cls(load_bundle(name_or_path, resolved), resolved)
+
+    def targets(self, attrs: Sequence[str | AttributeSpec] = (), avoid: Sequence[str | AttributeSpec] = ()) -> list[AttributeTarget]:
+        specs = [a if isinstance(a, AttributeSpec) else AttributeSpec.parse(a) for a in attrs]
+        specs += [a if isinstance(a, AttributeSpec) else AttributeSpec.parse(a, avoid=True) for a in avoid]
+        return [resolve(spec, self.bundle.classifiers) for spec in specs]
+
+    def plan(self, prompts: Sequence[Prompt], targets: list[AttributeTarget], settings: GenerationSettings) -> list[RecordPlan]:
+        """Every record to generate, prompt-major; record seeds are seed, seed + 1, ... in that order."""
+        key = self._settings_key(targets, settings)
+        plans = []
+        for prompt in prompts:
+            for sample_index in range(settings.num_samples):
+                plan_id = f"{_short_hash(key + prompt.text)}-{prompt.id}-{sample_index}"
+                plans.append(RecordPlan(plan_id, prompt, sample_index, settings.seed + len(plans)))
+        return plans
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt | str],
+        attrs: Sequence[str | AttributeSpec] = (),
+        avoid: Sequence[str | AttributeSpec] = (),
+        settings: GenerationSettings | None = None,
+        skip_ids: set[str] = frozenset(),
+        on_progress: Callable[[int], None] | None = None,
+    ) -> Iterator[dict]:
+        """Yield one record (design.md §4 schema) per sample, skipping ids in `skip_ids`.
+
+        Records are generated in fixed batches of the full plan, so a resumed run regenerates exactly
+        the records an uninterrupted run would have written.
+        """
+        settings = settings or GenerationSettings()
+        settings.validate()
+        prompts = [p if isinstance(p, Prompt) else Prompt(str(i), p) for i, p in enumerate(prompts)]
+        targets = self.targets(attrs, avoid)  # bad names fail here, before any work starts
+        return self._generate(self.plan(prompts, targets, settings), targets, settings, skip_ids, on_progress)
+
+    def _generate(self, plans, targets, settings, skip_ids, on_progress) -> Iterator[dict]:
+        for start in range(0, len(plans), settings.batch_size):
+            batch = plans[start : start + settings.batch_size]
+            todo = [p.id not in skip_ids for p in batch]
+            if any(todo):
+                continuations = self.continue_batch(batch, targets, settings)
+                for plan, continuation, keep in zip(batch, continuations, todo):
+                    if keep:
+                        yield self._record(plan, continuation, targets, settings)
+            if on_progress:
+                on_progress(len(batch))
+
+    @torch.no_grad()
+    def continue_batch(self, batch: list[RecordPlan], targets: list[AttributeTarget], settings: GenerationSettings) -> list[str]:
+        b = self.bundle
+        seeds = [p.seed for p in batch]
+        prefixes = [p.prompt.text for p in batch]
+        # 1. prefix latents c = z-score(encoder(prefix))  (B, D)
+        context = b.stats.to_latent(self._encode(prefixes))
+        # 2. z_1 ~ N(0, I)  (B, D)
+        z = RecordRNG(seeds, "init", self.device).randn(context.shape[1])
+        # 3. denoiser with classifier-free guidance on the prefix, wrapped by classifier guidance
+        denoise = b.denoiser.denoise_fn(context, settings.cfg)
+        denoise = classifier_guidance(
+            denoise, targets, settings.guidance_scale, b.stats.to_embedding,
+            RecordRNG(seeds, "guidance", self.device), settings.mc_samples, settings.aggregate,
+        )
+        # 4. reverse diffusion -> x̂ (B, D), mapped to the unit sphere and back to a latent
+        x = sample(denoise, z, settings.steps, settings.sampler, RecordRNG(seeds, "sampler", self.device))
+        x = b.stats.to_latent(b.stats.to_embedding(x))
+        # 5. re-noise at a fixed α² and map to k soft prompts (B, k, E)
+        alpha2 = torch.full((len(batch),), self._renoise_alpha2(settings), device=self.device)
+        noisy = diffuse(x, RecordRNG(seeds, "renoise", self.device).randn(x.shape[1]), alpha2)
+        soft = b.prompt_generator(noisy, alpha2)
+        # 6. the decoder writes the continuation after [prefix][soft prompt]
+        return b.decoder.generate(
+            prefixes, soft, RecordRNG(seeds, "tokens", self.device), settings.max_new_tokens,
+            settings.top_p, settings.temperature, settings.repetition_penalty,
+        )
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        unique = list(dict.fromkeys(texts))
+        embeddings = self.bundle.encoder.encode(unique).to(self.device)
+        return embeddings[[unique.index(t) for t in texts]]
+
+    def _renoise_alpha2(self, settings: GenerationSettings) -> float:
+        return settings.renoise_alpha2 or self.bundle.prompt_generator.config.inference_alpha2
+
+    def _guidance_block(self, targets: list[AttributeTarget], settings: GenerationSettings) -> dict:
+        attrs = [
+            {"name": t.label, "classifier": t.name, "label": t.label, "weight": t.weight, "avoid": t.avoid}
+            for t in targets
+        ]
+        scale = settings.guidance_scale if targets else 0.0
+        return {"attrs": attrs, "scale": scale, "cfg": settings.cfg, "steps": settings.steps, "sampler": settings.sampler}
+
+    def _settings_key(self, targets, settings: GenerationSettings) -> str:
+        fields = asdict(settings)
+        del fields["batch_size"], fields["seed"]  # neither changes a record's content given its own seed
+        return json.dumps([self._guidance_block(targets, settings), fields, self.bundle.sha256], sort_keys=True)
+
+    def _record(self, plan: RecordPlan, continuation: str, targets, settings: GenerationSettings) -> dict:
+        b = self.bundle
+        return {
+            "id": plan.id,
+            "prompt_id": plan.prompt.id,
+            "sample": plan.sample,
+            "prompt": plan.prompt.text,
+            "continuation": continuation,
+            "guidance": self._guidance_block(targets, settings),
+            "seed": plan.seed,
+            "meta": {
+                "dglm_version": __version__,
+                "bundle": b.name,
+                "bundle_sha256": b.sha256,
+                "encoder": assets.describe(b.encoder.config.reference),
+                "decoder": assets.describe(b.decoder.config.reference),
+                "device": str(self.device),
+                "top_p": settings.top_p,
+                "temperature": settings.temperature,
+                "repetition_penalty": settings.repetition_penalty,
+                "max_new_tokens": settings.max_new_tokens,
+                "mc_samples": settings.mc_samples,
+                "aggregate": settings.aggregate,
+                "renoise_alpha2": self._renoise_alpha2(settings),
+            },
+        }
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]

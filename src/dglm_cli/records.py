@@ -1,0 +1,112 @@
+"""Reading prompts and writing JSONL records (append, resume, never a half-written line)."""
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+from dglm_cli.errors import InputError
+from dglm_cli.pipeline import Prompt
+
+
+def open_text(path: str | Path) -> IO[str]:
+    """A text stream for a path, or stdin for '-'."""
+    if str(path) == "-":
+        return sys.stdin
+    try:
+        return open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a directory, not a file") from None
+
+
+def read_prompts(path: str | Path) -> list[Prompt]:
+    """Plain lines (one prompt each) or JSONL with a `prompt` (or `text`) field and an optional `id`.
+
+    The format is chosen by the first non-blank line: JSONL when it starts with '{'.
+    """
+    stream = open_text(path)
+    try:
+        lines = stream.read().splitlines()
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+    numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    if not numbered:
+        raise InputError(f"{path}: no prompts found")
+    if numbered[0][1].lstrip().startswith("{"):
+        return [_jsonl_prompt(path, n, line) for n, line in numbered]
+    return [Prompt(str(i), line) for i, (_, line) in enumerate(numbered)]
+
+
+def _jsonl_prompt(path, number: int, line: str) -> Prompt:
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}:{number}: expected a JSON object")
+    text = data.get("prompt", data.get("text"))
+    if isinstance(text, dict):  # RealToxicityPrompts style: {"prompt": {"text": ...}}
+        text = text.get("text")
+    if not isinstance(text, str):
+        raise InputError(f"{path}:{number}: no string field 'prompt' (or 'text')")
+    return Prompt(str(data.get("id", data.get("prompt_id", number - 1))), text)
+
+
+def existing_ids(path: Path) -> set[str]:
+    """Ids of the complete records already in an output file; a torn last line is cut off first."""
+    if not path.exists():
+        return set()
+    repair_torn_tail(path)
+    ids = set()
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                ids.add(json.loads(line)["id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise InputError(f"{path}:{number}: not a dglm record; refusing to append to it") from None
+    return ids
+
+
+def repair_torn_tail(path: Path) -> None:
+    """Drop a last line that has no newline (a write interrupted mid-record)."""
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+class JsonlAppender:
+    """Appends one JSON object per line, flushed and synced per record, so a crash loses at most one line."""
+
+    def __init__(self, stream: IO[str], sync: bool):
+        self.stream = stream
+        self.sync = sync
+
+    @classmethod
+    def open(cls, path: Path) -> "JsonlAppender":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(open(path, "a", encoding="utf-8"), sync=True)
+
+    def write(self, record: dict) -> None:
+        self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.stream.flush()
+        if self.sync:
+            os.fsync(self.stream.fileno())
+
+    def write_all(self, records: Iterable[dict]) -> Iterator[dict]:
+        for record in records:
+            self.write(record)
+            yield record
+
+    def close(self) -> None:
+        if self.stream not in (sys.stdout, sys.stderr):
+            self.stream.close()
