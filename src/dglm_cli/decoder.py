@@ -84,18 +84,23 @@ class SoftPromptDecoder:
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         return DecoderBatch(embeds, mask.to(device), positions.to(device), labels.to(device))
 
-    def continuation_loss(self, prefix_ids, soft, continuation_ids, reduction: str = "mean") -> torch.Tensor:
-        """Cross-entropy of the continuation tokens given prefix and soft prompt (mean per token, or per row)."""
-        batch = self.assemble(prefix_ids, soft, continuation_ids)
-        logits = self.model(
+    def logits(self, batch: DecoderBatch) -> torch.Tensor:
+        """(B, L, V) next-token logits for an assembled batch."""
+        return self.model(
             inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, position_ids=batch.position_ids
-        ).logits  # (B, L, V)
-        labels = batch.labels[:, 1:]
-        losses = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels, reduction="none")  # (B, L-1)
-        counts = (labels != IGNORE_INDEX).sum(dim=1)
-        if reduction == "sum_per_row":
-            return losses.sum(dim=1), counts
-        return losses.sum() / counts.sum().clamp(min=1)
+        ).logits
+
+    def continuation_nll(self, prefix_ids, soft, continuation_ids) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed negative log-likelihood of each row's continuation tokens (B,) and their counts (B,)."""
+        batch = self.assemble(prefix_ids, soft, continuation_ids)
+        labels = batch.labels[:, 1:]  # token i is predicted at position i - 1
+        losses = F.cross_entropy(self.logits(batch)[:, :-1].transpose(1, 2).float(), labels, reduction="none")  # (B, L-1)
+        return losses.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1)
+
+    def continuation_loss(self, prefix_ids, soft, continuation_ids) -> torch.Tensor:
+        """Mean cross-entropy per continuation token (the training loss: prefix and soft prompt are not scored)."""
+        nll, counts = self.continuation_nll(prefix_ids, soft, continuation_ids)
+        return nll.sum() / counts.sum().clamp(min=1)
 
     @torch.no_grad()
     def generate(

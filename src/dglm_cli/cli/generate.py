@@ -70,12 +70,14 @@ def generate(
     started = time.perf_counter()
     with stderr.status("loading bundle", spinner="dots") if not quiet else _null():
         pipeline = Pipeline.from_bundle(_bundle_name(bundle), device)
+    bar = progress(quiet)
+    task = bar.add_task("generating", total=len(items) * num_samples)
+    stream = pipeline.generate(items, attr, avoid, settings, skip, lambda n: bar.advance(task, n))
     writer = JsonlAppender.open(output) if output else JsonlAppender(sys.stdout, sync=False)
     written = 0
     try:
-        with progress(quiet) as bar:
-            task = bar.add_task("generating", total=len(items) * num_samples)
-            for record in pipeline.generate(items, attr, avoid, settings, skip, lambda n: bar.advance(task, n)):
+        with bar:
+            for record in stream:
                 writer.write(record)
                 written += 1
     finally:

@@ -1,0 +1,125 @@
+"""`dglm generate` through typer's CliRunner and through real subprocesses."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from dglm_cli.cli import app
+
+FAST = ["--steps", "3", "--max-new-tokens", "5"]
+SCHEMA = {"id", "prompt_id", "sample", "prompt", "continuation", "guidance", "seed", "meta"}
+META = {"dglm_version", "bundle", "bundle_sha256", "encoder", "decoder", "device", "top_p", "max_new_tokens"}
+
+
+def dglm(*args, input=None):
+    return subprocess.run([sys.executable, "-m", "dglm_cli", *map(str, args)], input=input, capture_output=True, text=True, timeout=300)
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(app, list(map(str, args)), input=input)
+
+
+def records(text):
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_help_lists_commands_without_importing_torch():
+    result = dglm("--help")
+    assert result.returncode == 0 and "generate" in result.stdout and "bundle" in result.stdout
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, dglm_cli.cli; print('torch' in sys.modules)"], capture_output=True, text=True
+    )
+    assert probe.stdout.strip() == "False"
+
+
+def test_three_records_with_the_schema_reproducibly(tiny_bundle):
+    first = dglm("generate", "--bundle", tiny_bundle, "--prompt", "The restaurant on the corner", "--num-samples", "3", "--seed", "7", *FAST)
+    assert first.returncode == 0, first.stderr
+    lines = records(first.stdout)
+    assert len(lines) == 3
+    for n, record in enumerate(lines):
+        assert SCHEMA <= set(record) and META <= set(record["meta"])
+        assert set(record["guidance"]) >= {"attrs", "scale", "cfg", "steps", "sampler"}
+        assert record["sample"] == n and record["seed"] == 7 + n and record["prompt"] == "The restaurant on the corner"
+    assert len({r["id"] for r in lines}) == 3
+    second = dglm("generate", "--bundle", tiny_bundle, "--prompt", "The restaurant on the corner", "--num-samples", "3", "--seed", "7", *FAST)
+    assert second.stdout == first.stdout
+
+
+def test_a_record_is_reproducible_from_its_own_seed(tiny_bundle):
+    full = records(invoke("generate", "--bundle", tiny_bundle, "-p", "Hello", "-n", "3", "--seed", "10", "--attr", "positive", *FAST).stdout)
+    alone = records(invoke("generate", "--bundle", tiny_bundle, "-p", "Hello", "-n", "1", "--seed", full[2]["seed"], "--attr", "positive", *FAST).stdout)
+    assert alone[0]["continuation"] == full[2]["continuation"]
+
+
+def test_prompts_from_stdin_plain_and_jsonl(tiny_bundle):
+    plain = invoke("generate", "--bundle", tiny_bundle, "--prompts", "-", *FAST, input="First prompt\n\nSecond prompt\n")
+    assert plain.exit_code == 0, plain.output
+    assert [r["prompt"] for r in records(plain.stdout)] == ["First prompt", "Second prompt"]
+    jsonl = '{"id": "a", "prompt": "Alpha"}\n{"id": "b", "prompt": {"text": "Beta"}}\n'
+    result = invoke("generate", "--bundle", tiny_bundle, "--prompts", "-", *FAST, input=jsonl)
+    assert [(r["prompt_id"], r["prompt"]) for r in records(result.stdout)] == [("a", "Alpha"), ("b", "Beta")]
+
+
+def test_output_resume_completes_without_duplicates(tiny_bundle, tmp_path):
+    out = tmp_path / "out.jsonl"
+    args = ["generate", "--bundle", tiny_bundle, "-p", "One", "-p", "Two", "-n", "3", "--batch-size", "4", "-o", out, *FAST]
+    assert invoke(*args).exit_code == 0
+    complete = out.read_text()
+    lines = complete.splitlines(keepends=True)
+    out.write_text("".join(lines[:-1]) + lines[-1][:20])  # last record lost mid-write
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == complete
+    assert invoke(*args).exit_code == 0 and out.read_text() == complete  # nothing left to do
+
+
+def test_guidance_settings_are_recorded(tiny_bundle):
+    result = invoke("generate", "--bundle", tiny_bundle, "-p", "Hi", "--attr", "tiny-sentiment:positive:2", "--avoid", "negative", "--guidance", "3", *FAST)
+    guidance = records(result.stdout)[0]["guidance"]
+    assert guidance["scale"] == 3.0 and guidance["steps"] == 3 and guidance["sampler"] == "ddpm"
+    assert [(a["classifier"], a["label"], a["weight"], a["avoid"]) for a in guidance["attrs"]] == [
+        ("tiny-sentiment", "positive", 2.0, False), ("tiny-sentiment", "negative", 1.0, True),
+    ]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--attr", "joyful"], "unknown attribute 'joyful'; available: tiny-sentiment:negative, tiny-sentiment:positive"),
+    (["--attr", "positive:-1"], "weight must be positive"),
+    (["--sampler", "euler"], "--sampler must be one of ddpm, ddim"),
+    (["--device", "cuda:7" if not __import__("torch").cuda.is_available() else "tpu"], "device"),
+])
+def test_bad_options_are_one_line(tiny_bundle, args, message):
+    result = dglm("generate", "--bundle", tiny_bundle, "-p", "Hi", *FAST, *args)
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.strip().count("\n") == 0 and message in result.stderr, result.stderr
+
+
+def test_missing_bundle_and_bad_prompt_file(tmp_path):
+    result = dglm("generate", "--bundle", tmp_path / "nope", "-p", "Hi")
+    assert result.returncode != 0 and result.stderr.startswith("dglm: error: bundle not found")
+    assert result.stderr.count("\n") == 1
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{not json\n')
+    result = dglm("generate", "--bundle", tmp_path / "nope", "--prompts", bad)
+    assert result.returncode != 0 and f"{bad}:2: not valid JSON" in result.stderr
+    assert invoke("generate").exit_code != 0
+
+
+def test_output_file_that_is_not_records_is_left_alone(tiny_bundle, tmp_path):
+    out = tmp_path / "notes.txt"
+    out.write_text("my precious notes\n")
+    result = invoke("generate", "--bundle", tiny_bundle, "-p", "Hi", "-o", out, *FAST)
+    assert result.exit_code != 0 and out.read_text() == "my precious notes\n"
+
+
+def test_bundle_tiny_and_info(tmp_path):
+    result = invoke("bundle", "tiny", tmp_path / "b", "--decoder", "llama")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == str(tmp_path / "b")
+    assert invoke("bundle", "tiny", tmp_path / "b").exit_code != 0  # exists, no --force
+    info = invoke("bundle", "info", tmp_path / "b", "--verify")
+    assert info.exit_code == 0 and "tiny-sentiment" in info.stdout and "verified" in info.stdout
