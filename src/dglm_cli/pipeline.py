@@ -10,17 +10,13 @@ import torch
 from dglm_cli import __version__, assets
 from dglm_cli.attributes import AttributeSpec, resolve
 from dglm_cli.bundle import Bundle, load_bundle
+from dglm_cli.classifier_store import guidance_classifiers
 from dglm_cli.errors import InputError
 from dglm_cli.guidance import AGGREGATES, AttributeTarget, classifier_guidance
+from dglm_cli.records import Prompt
 from dglm_cli.rng import RecordRNG
 from dglm_cli.sampler import SAMPLERS, sample
 from dglm_cli.schedule import diffuse
-
-
-@dataclass(frozen=True)
-class Prompt:
-    id: str
-    text: str
 
 
 @dataclass
@@ -92,7 +88,10 @@ class Pipeline:
     def targets(self, attrs: Sequence[str | AttributeSpec] = (), avoid: Sequence[str | AttributeSpec] = ()) -> list[AttributeTarget]:
         specs = [a if isinstance(a, AttributeSpec) else AttributeSpec.parse(a) for a in attrs]
         specs += [a if isinstance(a, AttributeSpec) else AttributeSpec.parse(a, avoid=True) for a in avoid]
-        return [resolve(spec, self.bundle.classifiers) for spec in specs]
+        if not specs:
+            return []
+        classifiers, refused = guidance_classifiers(self.bundle, self.device)  # the bundle's own + saved ones
+        return [resolve(spec, classifiers, refused) for spec in specs]
 
     def plan(self, prompts: Sequence[Prompt], targets: list[AttributeTarget], settings: GenerationSettings) -> list[RecordPlan]:
         """Every record to generate, prompt-major; record seeds are seed, seed + 1, ... in that order."""

@@ -3,12 +3,17 @@
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
 from pathlib import Path
+from dataclasses import dataclass
 from typing import IO
 
 from dglm_cli.errors import InputError
-from dglm_cli.pipeline import Prompt
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
 
 
 def open_text(path: str | Path) -> IO[str]:
@@ -23,19 +28,24 @@ def open_text(path: str | Path) -> IO[str]:
         raise InputError(f"{path} is a directory, not a file") from None
 
 
-def read_prompts(path: str | Path) -> list[Prompt]:
-    """Plain lines (one prompt each) or JSONL with a `prompt` (or `text`) field and an optional `id`.
-
-    The format is chosen by the first non-blank line: JSONL when it starts with '{'.
-    """
+def read_lines(path: str | Path) -> list[str]:
+    """All lines of a UTF-8 text file, or of stdin for '-'."""
     stream = open_text(path)
     try:
-        lines = stream.read().splitlines()
+        return stream.read().splitlines()
     except UnicodeDecodeError as error:
         raise InputError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     finally:
         if stream is not sys.stdin:
             stream.close()
+
+
+def read_prompts(path: str | Path) -> list[Prompt]:
+    """Plain lines (one prompt each) or JSONL with a `prompt` (or `text`) field and an optional `id`.
+
+    The format is chosen by the first non-blank line: JSONL when it starts with '{'.
+    """
+    lines = read_lines(path)
     numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
     if not numbered:
         raise InputError(f"{path}: no prompts found")
@@ -101,11 +111,6 @@ class JsonlAppender:
         self.stream.flush()
         if self.sync:
             os.fsync(self.stream.fileno())
-
-    def write_all(self, records: Iterable[dict]) -> Iterator[dict]:
-        for record in records:
-            self.write(record)
-            yield record
 
     def close(self) -> None:
         if self.stream not in (sys.stdout, sys.stderr):

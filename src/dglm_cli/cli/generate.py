@@ -47,8 +47,8 @@ def generate(
       dglm generate --prompts prompts.txt --attr positive:2 --avoid formal -n 4 -o out.jsonl
     """
     from dglm_cli.errors import InputError
-    from dglm_cli.pipeline import GenerationSettings, Prompt
-    from dglm_cli.records import JsonlAppender, existing_ids, read_prompts
+    from dglm_cli.pipeline import GenerationSettings
+    from dglm_cli.records import JsonlAppender, Prompt, existing_ids, read_prompts
 
     if not prompt and prompts is None:
         raise InputError("give --prompt TEXT or --prompts FILE ('-' reads stdin)")
