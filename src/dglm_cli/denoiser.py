@@ -50,17 +50,22 @@ class Denoiser(nn.Module):
         self.output_tokens = nn.Linear(c.dim, c.latent_dim * c.latent_mult // c.num_tokens)
         self.output_proj = nn.Linear(c.latent_dim * c.latent_mult, c.latent_dim)
 
-    def forward(self, z: torch.Tensor, alpha2: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        """v̂ (B, D) from z_t (B, D), α² (B,) and the z-scored prefix latent (B, D), or None for the null prefix."""
+    def forward(
+        self, z: torch.Tensor, alpha2: torch.Tensor, context: torch.Tensor | None, drop: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """v̂ (B, D) from z_t (B, D), α² (B,) and the z-scored prefix latent (B, D).
+
+        The null prefix embedding replaces `context` when it is None, and in the rows where `drop` (B,)
+        is true (prefix dropout for classifier-free guidance).
+        """
+        null = self.null_context.expand_as(z)
         if context is None:
-            context = self.null_context.expand_as(z)
+            context = null
+        elif drop is not None:
+            context = torch.where(drop[:, None], null, context)
         tokens = torch.cat([self.latent_splicer(z), self.context_splicer(context)], dim=-1)  # (B, N, W)
         tokens = self.transformer(self.input_proj(tokens), self.time_embedding(alpha2))  # (B, N, W)
         return self.output_proj(self.output_tokens(tokens).flatten(1))  # (B, N, D·mult/N) -> (B, D)
-
-    def drop_context(self, context: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
-        """Replace the prefix latent by the null embedding where `drop` (B,) is true (classifier-free training)."""
-        return torch.where(drop[:, None], self.null_context.expand_as(context), context)
 
     def denoise_fn(self, context: torch.Tensor, cfg_scale: float = 1.0) -> DenoiseFn:
         """Bind the prefix latents; with cfg_scale w ≠ 1, v̂ = w·v̂(z, c) + (1 − w)·v̂(z, ∅)."""
@@ -68,8 +73,8 @@ class Denoiser(nn.Module):
             return lambda z, alpha2: self(z, alpha2, context)
 
         def guided(z: torch.Tensor, alpha2: torch.Tensor) -> torch.Tensor:
-            null = self.null_context.expand_as(context)
-            both = self(torch.cat([z, z]), torch.cat([alpha2, alpha2]), torch.cat([context, null]))  # (2B, D)
+            drop = torch.arange(2 * len(z), device=z.device) >= len(z)  # second half: null prefix
+            both = self(torch.cat([z, z]), torch.cat([alpha2, alpha2]), torch.cat([context, context]), drop)  # (2B, D)
             conditional, unconditional = both.chunk(2)  # (B, D) each
             return cfg_scale * conditional + (1 - cfg_scale) * unconditional
 

@@ -26,6 +26,7 @@ class PromptGeneratorConfig:
     time_dim: int | None = None
     augmentation_shift: float = 3.0  # log-SNR shift of the training noise augmentation
     inference_alpha2: float = 0.95  # re-noising level at generation time
+    output_scale: float = 1.0  # soft vectors are scaled to the std of the decoder's token embeddings
 
 
 class PromptGenerator(nn.Module):
@@ -44,4 +45,4 @@ class PromptGenerator(nn.Module):
         if self.config.prompt_length == 0:
             return z.new_zeros(z.shape[0], 0, self.config.lm_dim)
         tokens = self.transformer(self.splicer(z), self.time_embedding(alpha2))  # (B, k, W)
-        return self.output(tokens)  # (B, k, E)
+        return self.output(tokens) * self.config.output_scale  # (B, k, E)

@@ -79,26 +79,47 @@ def tiny_lm(family: str = "gpt2", seed: int = 0, width: int = 48):
     return model.eval(), tokenizer
 
 
-def tiny_sentence_encoder(seed: int = 0, dim: int = ENCODER_DIM):
-    """A sentence-transformers model: tiny random BERT -> mean pooling -> L2 normalisation."""
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+ENCODER_FAMILIES = ("bert", "t5")
 
+
+def tiny_sentence_encoder(seed: int = 0, dim: int = ENCODER_DIM, family: str = "bert"):
+    """A sentence-transformers model: tiny random BERT or T5 encoder -> mean pooling -> L2 normalisation."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel, BertTokenizerFast, T5Config, T5EncoderModel
+
+    if family not in ENCODER_FAMILIES:
+        raise ValueError(f"unknown tiny encoder family {family!r}; choose from {', '.join(ENCODER_FAMILIES)}")
     words = sorted({w.strip(".,!?").lower() for s in SENTENCES for w in s.split()} - {""})
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *".,!?'", *"abcdefghijklmnopqrstuvwxyz0123456789", *words]
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
         tokenizer = BertTokenizerFast(vocab_file=str(Path(tmp) / "vocab.txt"))
         torch.manual_seed(seed)
-        config = BertConfig(
-            vocab_size=len(tokenizer), hidden_size=dim, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=2 * dim, max_position_embeddings=128,
-        )
-        BertModel(config).save_pretrained(tmp)
+        if family == "bert":
+            config = BertConfig(
+                vocab_size=len(tokenizer), hidden_size=dim, num_hidden_layers=2, num_attention_heads=4,
+                intermediate_size=2 * dim, max_position_embeddings=128,
+            )
+            BertModel(config).save_pretrained(tmp)
+        else:
+            config = T5Config(vocab_size=len(tokenizer), d_model=dim, d_kv=dim // 4, d_ff=2 * dim, num_layers=2, num_heads=4)
+            T5EncoderModel(config).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         transformer = models.Transformer(tmp, max_seq_length=64)
     modules = [transformer, models.Pooling(dim, pooling_mode="mean"), models.Normalize()]
     return SentenceTransformer(modules=modules, device="cpu")
+
+
+def bag_of_words_encoder(vocabulary: list[str]):
+    """A sentence-transformers bag-of-words encoder (one dimension per word, L2-normalised counts).
+
+    Its embedding says exactly which words a text contains, which makes it a transparent encoder for
+    checking that a trained soft prompt carries the latent's information.
+    """
+    from sentence_transformers import SentenceTransformer, models
+
+    bag = models.BoW(vocab=vocabulary, word_weights={w: 1.0 for w in vocabulary}, unknown_word_weight=0.0, cumulative_term_frequency=True)
+    return SentenceTransformer(modules=[bag, models.Normalize()], device="cpu")
 
 
 def tiny_components(decoder_family: str = "gpt2", seed: int = 0, prompt_length: int = 4) -> dict:

@@ -44,6 +44,7 @@ def quiet_libraries() -> None:
     """Silence transformers/hub progress bars and advice; dglm reports progress itself."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")
     import transformers
 
     transformers.utils.logging.set_verbosity_error()

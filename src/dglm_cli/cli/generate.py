@@ -65,11 +65,14 @@ def generate(
     skip = existing_ids(output) if output else set()
 
     quiet_libraries()
+    from dglm_cli import assets
+    from dglm_cli.cli.fetch import stage_lines
     from dglm_cli.pipeline import Pipeline
 
     started = time.perf_counter()
-    with stderr.status("loading bundle", spinner="dots") if not quiet else _null():
-        pipeline = Pipeline.from_bundle(_bundle_name(bundle), device)
+    with assets.downloads_allowed(stage_lines(quiet)):
+        with stderr.status("loading bundle", spinner="dots") if not quiet else _null():
+            pipeline = Pipeline.from_bundle(_bundle_name(bundle), device)
     bar = progress(quiet)
     task = bar.add_task("generating", total=len(items) * num_samples)
     stream = pipeline.generate(items, attr, avoid, settings, skip, lambda n: bar.advance(task, n))

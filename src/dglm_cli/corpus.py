@@ -1,0 +1,192 @@
+"""Training corpora: documents -> (prefix, continuation) token splits -> cached encoder embeddings.
+
+1. Documents come from a text file (one per line), JSONL with a `text` field, or stdin.
+2. Each document is tokenised with the decoder's tokenizer and cut into chunks of at most `max_tokens`
+   (a trailing piece is kept if it has at least `min_tokens`).
+3. Each chunk of n tokens is split at k = round(u·(n − 1)), u ~ U(0, 1) (the paper's split): the
+   prefix has 0…n−1 tokens (possibly none) and the continuation at least one.
+4. Prefix and continuation texts (decoded from the token slices) are encoded once; embeddings are cached
+   as safetensors shards beside the token ids and the per-dimension normalisation statistics.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from dglm_cli.encoder import LatentStats, SentenceEncoder
+from dglm_cli.errors import InputError
+from dglm_cli.records import read_lines
+
+SHARD_ROWS = 50_000
+FORMAT = 1
+
+
+@dataclass
+class CorpusConfig:
+    max_tokens: int = 64
+    min_tokens: int = 4
+    splits_per_chunk: int = 1  # several random splits of one chunk give different (prefix, continuation) pairs
+    val_size: int = 256  # examples held out for validation (at most 10% of the corpus)
+    seed: int = 0
+
+
+@dataclass
+class LatentCorpus:
+    """n examples; rows [0, n_val) are the validation split, the rest the training split."""
+
+    prefix_ids: list[list[int]]
+    continuation_ids: list[list[int]]
+    prefix_embeddings: torch.Tensor  # (n, D) unit norm
+    continuation_embeddings: torch.Tensor  # (n, D) unit norm
+    stats: LatentStats
+    n_val: int
+
+    def __len__(self) -> int:
+        return len(self.prefix_ids)
+
+    @property
+    def train_indices(self) -> torch.Tensor:
+        return torch.arange(self.n_val, len(self))
+
+    @property
+    def val_indices(self) -> torch.Tensor:
+        return torch.arange(self.n_val)
+
+
+def read_documents(path: str | Path) -> list[str]:
+    """Plain text (one document per line) or JSONL with a `text` field; blank lines are skipped."""
+    lines = read_lines(path)
+    numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    if not numbered:
+        raise InputError(f"{path}: no documents found")
+    if not numbered[0][1].lstrip().startswith("{"):
+        return [line.strip() for _, line in numbered]
+    documents = []
+    for number, line in numbered:
+        try:
+            text = json.loads(line).get("text")
+        except (json.JSONDecodeError, AttributeError):
+            raise InputError(f"{path}:{number}: not a JSON object") from None
+        if not isinstance(text, str):
+            raise InputError(f"{path}:{number}: no string field 'text'")
+        documents.append(text)
+    return documents
+
+
+def chunk_tokens(token_lists: list[list[int]], max_tokens: int, min_tokens: int) -> list[list[int]]:
+    chunks = []
+    for tokens in token_lists:
+        for start in range(0, len(tokens), max_tokens):
+            piece = tokens[start : start + max_tokens]
+            if len(piece) >= min_tokens:
+                chunks.append(piece)
+    return chunks
+
+
+def split_chunks(chunks: list[list[int]], splits: int, generator: torch.Generator) -> list[tuple[list[int], list[int]]]:
+    """(prefix, continuation) pairs, split at k = round(u·(n − 1))."""
+    pairs = []
+    for chunk in chunks:
+        for u in torch.rand(splits, generator=generator, dtype=torch.float64).tolist():
+            k = round(u * (len(chunk) - 1))
+            pairs.append((chunk[:k], chunk[k:]))
+    return pairs
+
+
+def build_corpus(
+    documents: list[str],
+    tokenizer,
+    encoder: SentenceEncoder,
+    config: CorpusConfig,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> LatentCorpus:
+    generator = torch.Generator().manual_seed(config.seed)
+    token_lists = [tokenizer(doc, add_special_tokens=False).input_ids for doc in documents]
+    chunks = chunk_tokens(token_lists, config.max_tokens, config.min_tokens)
+    if len(chunks) < 2:
+        raise InputError(f"the corpus gives {len(chunks)} chunk(s) of ≥ {config.min_tokens} tokens; need at least 2")
+    pairs = split_chunks(chunks, config.splits_per_chunk, generator)
+    order = torch.randperm(len(pairs), generator=generator).tolist()
+    pairs = [pairs[i] for i in order]
+    prefixes = tokenizer.batch_decode([p for p, _ in pairs], skip_special_tokens=True)
+    continuations = tokenizer.batch_decode([c for _, c in pairs], skip_special_tokens=True)
+    embeddings = _encode_all(encoder, prefixes + continuations, on_progress)  # (2n, D)
+    prefix_embeddings, continuation_embeddings = embeddings.split(len(pairs))
+    n_val = min(config.val_size, max(1, len(pairs) // 10))
+    stats = LatentStats.fit(continuation_embeddings[n_val:])
+    return LatentCorpus([p for p, _ in pairs], [c for _, c in pairs], prefix_embeddings, continuation_embeddings, stats, n_val)
+
+
+def _encode_all(encoder: SentenceEncoder, texts: list[str], on_progress, batch: int = 512) -> torch.Tensor:
+    parts = []
+    for start in range(0, len(texts), batch):
+        parts.append(encoder.encode(texts[start : start + batch]).cpu())
+        if on_progress:
+            on_progress(min(start + batch, len(texts)), len(texts))
+    return torch.cat(parts)
+
+
+def corpus_key(documents: list[str], tokenizer_id: str, encoder_id: str, config: CorpusConfig) -> str:
+    digest = hashlib.sha256()
+    for doc in documents:
+        digest.update(hashlib.sha256(doc.encode()).digest())
+    digest.update(json.dumps([tokenizer_id, encoder_id, asdict(config), FORMAT]).encode())
+    return digest.hexdigest()[:20]
+
+
+def save_corpus(directory: Path, corpus: LatentCorpus, info: dict) -> None:
+    """Write into a temporary sibling directory, then rename: a cache is complete or absent."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        save_file(_flatten_ids("prefix", corpus.prefix_ids) | _flatten_ids("continuation", corpus.continuation_ids), str(staging / "tokens.safetensors"))
+        for shard, start in enumerate(range(0, len(corpus), SHARD_ROWS)):
+            rows = slice(start, start + SHARD_ROWS)
+            tensors = {"prefix": corpus.prefix_embeddings[rows].contiguous(), "continuation": corpus.continuation_embeddings[rows].contiguous()}
+            save_file(tensors, str(staging / f"embeddings-{shard:05d}.safetensors"))
+        save_file({"mean": corpus.stats.mean, "std": corpus.stats.std}, str(staging / "latent_stats.safetensors"))
+        meta = {"format": FORMAT, "examples": len(corpus), "n_val": corpus.n_val, **info}
+        (staging / "corpus.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def load_corpus(directory: Path) -> LatentCorpus:
+    meta = json.loads((directory / "corpus.json").read_text(encoding="utf-8"))
+    tokens = load_file(str(directory / "tokens.safetensors"))
+    shards = [load_file(str(p)) for p in sorted(directory.glob("embeddings-*.safetensors"))]
+    return LatentCorpus(
+        _unflatten_ids("prefix", tokens),
+        _unflatten_ids("continuation", tokens),
+        torch.cat([s["prefix"] for s in shards]),
+        torch.cat([s["continuation"] for s in shards]),
+        load_corpus_stats(directory),
+        meta["n_val"],
+    )
+
+
+def load_corpus_stats(directory: Path) -> LatentStats:
+    stats = load_file(str(directory / "latent_stats.safetensors"))
+    return LatentStats(stats["mean"], stats["std"])
+
+
+def _flatten_ids(name: str, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
+    flat = torch.tensor([t for r in rows for t in r], dtype=torch.int64)
+    return {f"{name}_ids": flat, f"{name}_lengths": lengths}
+
+
+def _unflatten_ids(name: str, tensors: dict[str, torch.Tensor]) -> list[list[int]]:
+    return [part.tolist() for part in tensors[f"{name}_ids"].split(tensors[f"{name}_lengths"].tolist())]

@@ -1,0 +1,194 @@
+"""Run directories for `dglm train-diffusion` / `dglm train-decoder`, and `dglm export` of runs to a bundle.
+
+<run>/run.json      kind, encoder and decoder references, corpus cache, model and training configs
+<run>/metrics.jsonl one line per step (train loss, learning rate) and per validation
+<run>/checkpoints/  see dglm_cli.checkpoints
+"""
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from dglm_cli import assets
+from dglm_cli.bundle import CONFIG, find_bundle, read_json, save_bundle, write_json
+from dglm_cli.checkpoints import load_checkpoint
+from dglm_cli.config import config_from_dict
+from dglm_cli.decoder import DecoderConfig
+from dglm_cli.denoiser import Denoiser, DenoiserConfig
+from dglm_cli.encoder import EncoderConfig
+from dglm_cli.errors import BundleError, InputError
+from dglm_cli.prompt_generator import PromptGenerator, PromptGeneratorConfig
+from dglm_cli.training import TrainConfig
+
+RUN_FILE = "run.json"
+
+DENOISER_PRESETS = {
+    "tiny": dict(dim=32, depth=2, dim_head=16, num_tokens=4),
+    "small": dict(dim=256, depth=6, dim_head=64, num_tokens=16),
+    "base": dict(dim=512, depth=8, dim_head=64, num_tokens=32),
+    "paper": dict(dim=768, depth=12, dim_head=64, num_tokens=32),
+}
+PROMPT_GENERATOR_PRESETS = {
+    "tiny": dict(dim=32, depth=1, dim_head=16, prompt_length=4),
+    "small": dict(dim=256, depth=4, dim_head=64, prompt_length=8),
+    "base": dict(dim=512, depth=6, dim_head=64, prompt_length=8),
+    "paper": dict(dim=768, depth=6, dim_head=64, prompt_length=8),
+}
+
+
+@dataclass
+class RunSpec:
+    kind: str  # "diffusion" or "decoder"
+    encoder: dict  # model references (see dglm_cli.assets); bundle-embedded models become absolute paths
+    decoder: dict
+    encoder_dim: int
+    corpus: str  # corpus cache directory
+    model: dict  # DenoiserConfig or PromptGeneratorConfig
+    train: dict  # TrainConfig
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return config_from_dict(TrainConfig, self.train, RUN_FILE)
+
+    def model_config(self):
+        cls = DenoiserConfig if self.kind == "diffusion" else PromptGeneratorConfig
+        return config_from_dict(cls, self.model, RUN_FILE)
+
+
+def bundle_references(name_or_path: str) -> tuple[dict, dict, int]:
+    """The encoder and decoder references of a bundle, with embedded models as absolute paths."""
+    path = find_bundle(name_or_path)
+    encoder = config_from_dict(EncoderConfig, read_json(path / "encoder" / CONFIG), "encoder/config.json")
+    decoder = config_from_dict(DecoderConfig, read_json(path / "decoder" / CONFIG), "decoder/config.json")
+    return _absolute(encoder.reference, path), _absolute(decoder.reference, path), encoder.embedding_dim
+
+
+def _absolute(reference: dict, base: Path) -> dict:
+    if reference.get("kind") == "embedded":
+        return {"kind": "path", "path": str((base / reference["path"]).resolve())}
+    return reference
+
+
+def model_config(kind: str, preset: str, encoder_dim: int, lm_dim: int = 0, lm_embedding_std: float = 1.0):
+    presets = DENOISER_PRESETS if kind == "diffusion" else PROMPT_GENERATOR_PRESETS
+    if preset not in presets:
+        raise InputError(f"unknown --preset {preset!r}; choose from {', '.join(presets)}")
+    if kind == "diffusion":
+        return DenoiserConfig(latent_dim=encoder_dim, **presets[preset])
+    return PromptGeneratorConfig(latent_dim=encoder_dim, lm_dim=lm_dim, output_scale=lm_embedding_std, **presets[preset])
+
+
+def start_run(run_dir: Path, spec: RunSpec, resume: bool) -> RunSpec:
+    """A new run writes run.json; --resume reads it back (and must match the kind)."""
+    path = run_dir / RUN_FILE
+    if resume:
+        if not path.exists():
+            raise InputError(f"--resume: {run_dir} holds no run ({RUN_FILE} missing)")
+        existing = load_run(run_dir)
+        if existing.kind != spec.kind:
+            raise InputError(f"--resume: {run_dir} is a {existing.kind} run, not a {spec.kind} run")
+        return existing
+    if path.exists():
+        raise InputError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --run")
+    write_json(path, asdict(spec))
+    return spec
+
+
+def load_run(run_dir: Path) -> RunSpec:
+    data = read_json(Path(run_dir) / RUN_FILE)
+    return config_from_dict(RunSpec, data, str(Path(run_dir) / RUN_FILE))
+
+
+def last_metrics(run_dir: Path) -> dict:
+    """The latest value of every metric in metrics.jsonl."""
+    latest = {}
+    path = run_dir / "metrics.jsonl"
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                latest.update(json.loads(line))
+    return latest
+
+
+def export_bundle(run_dirs: list[Path], out: Path, overwrite: bool = False, device: str = "cpu") -> Path:
+    """EMA weights of one diffusion run and one decoder run -> a bundle that `dglm generate` loads."""
+    runs = {}
+    for run_dir in map(Path, run_dirs):
+        spec = load_run(run_dir)
+        if spec.kind in runs:
+            raise InputError(f"two {spec.kind} runs given ({runs[spec.kind][0]} and {run_dir}); export takes one of each")
+        runs[spec.kind] = (run_dir, spec)
+    missing = {"diffusion", "decoder"} - set(runs)
+    if missing:
+        raise InputError(f"export needs a diffusion run and a decoder run; missing: {', '.join(sorted(missing))}")
+    (diffusion_dir, diffusion), (decoder_dir, decoder) = runs["diffusion"], runs["decoder"]
+    if diffusion.encoder != decoder.encoder:
+        raise InputError("the two runs use different encoders; train both heads on the same encoder")
+    stats = _matching_stats(diffusion, decoder)
+    denoiser = _ema_module(diffusion_dir, Denoiser, diffusion.model_config())
+    prompt_generator = _ema_module(decoder_dir, PromptGenerator, decoder.model_config())
+    encoder_config, copies = _embed_if_local(diffusion.encoder, "encoder/model", diffusion.encoder_dim)
+    lm, decoder_config, lm_copies = _decoder_part(decoder_dir, decoder, prompt_generator.config.lm_dim, device)
+    info = {
+        "kind": "trained",
+        "training": {kind: {"steps": _steps(d), "metrics": last_metrics(d), "corpus": s.corpus} for kind, (d, s) in runs.items()},
+    }
+    card = _model_card(runs)
+    return save_bundle(
+        out, encoder_config=encoder_config, stats=stats, denoiser=denoiser, prompt_generator=prompt_generator,
+        decoder_config=decoder_config, lm=lm, copies=copies | lm_copies, card=card, info=info, overwrite=overwrite,
+    )
+
+
+def _matching_stats(diffusion: RunSpec, decoder: RunSpec):
+    from dglm_cli.corpus import load_corpus_stats
+
+    first, second = load_corpus_stats(Path(diffusion.corpus)), load_corpus_stats(Path(decoder.corpus))
+    if not (torch.allclose(first.mean, second.mean, atol=1e-4) and torch.allclose(first.std, second.std, atol=1e-4)):
+        raise InputError("the two runs were trained with different latent statistics (different corpora); train both on one corpus")
+    return first
+
+
+def _ema_module(run_dir: Path, cls, config):
+    checkpoint = load_checkpoint(run_dir)
+    if checkpoint is None:
+        raise BundleError(f"{run_dir} has no checkpoint yet; train it first")
+    module = cls(config).eval()
+    module.load_state_dict({k: v.to(next(iter(module.state_dict().values())).dtype) for k, v in checkpoint.ema.items()})
+    return module
+
+
+def _steps(run_dir: Path) -> int:
+    checkpoint = read_json(run_dir / "checkpoints" / "latest.json")
+    return checkpoint["step"]
+
+
+def _embed_if_local(reference: dict, relative: str, dim: int) -> tuple[EncoderConfig, dict[str, Path]]:
+    if reference.get("kind") == "path":
+        return EncoderConfig({"kind": "embedded", "path": relative}, dim), {relative: Path(reference["path"])}
+    return EncoderConfig(reference, dim), {}
+
+
+def _decoder_part(run_dir: Path, spec: RunSpec, lm_dim: int, device: str):
+    checkpoint = load_checkpoint(run_dir)
+    if spec.train_config.train_lm:
+        from dglm_cli.bundle import load_lm
+
+        model, tokenizer = load_lm(spec.decoder, None, device)
+        model.load_state_dict(checkpoint.lm)
+        return (model, tokenizer), DecoderConfig({"kind": "embedded", "path": "decoder/lm"}, lm_dim, fine_tuned=True), {}
+    if spec.decoder.get("kind") == "path":
+        return None, DecoderConfig({"kind": "embedded", "path": "decoder/lm"}, lm_dim), {"decoder/lm": Path(spec.decoder["path"])}
+    return None, DecoderConfig(spec.decoder, lm_dim), {}
+
+
+def _model_card(runs: dict) -> str:
+    lines = ["# dglm bundle", "", "Trained with `dglm train-diffusion` and `dglm train-decoder`, exported with `dglm export`.", ""]
+    for kind, (run_dir, spec) in sorted(runs.items()):
+        metrics = last_metrics(run_dir)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("val_") and isinstance(v, float))
+        lines += [f"## {kind}", "", f"- steps: {_steps(run_dir)}", f"- encoder: {assets.describe(spec.encoder)}",
+                  f"- decoder: {assets.describe(spec.decoder)}", f"- validation: {shown or 'none'}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,364 @@
+"""Training loops for the denoiser and the prompt generator, with resumable run directories.
+
+Every random draw of step s comes from a generator seeded by (seed, s), and the batch of step s is a
+slice of a per-epoch permutation seeded by (seed, epoch): the data position and the randomness are
+functions of the step, so a resumed run reproduces an uninterrupted one exactly (on CPU).
+Runs go through Hugging Face Accelerate: one process needs no configuration, and the same command
+under `accelerate launch` trains with DDP (each process takes its slice of the global batch).
+"""
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from dglm_cli import checkpoints
+from dglm_cli.corpus import LatentCorpus
+from dglm_cli.decoder import SoftPromptDecoder
+from dglm_cli.denoiser import Denoiser
+from dglm_cli.encoder import LatentStats
+from dglm_cli.errors import InputError
+from dglm_cli.objectives import (
+    AdaptiveLogSNRSampler,
+    DecoderObjective,
+    DiffusionObjective,
+    asymmetric_weight,
+    cosine_with_warmup,
+)
+from dglm_cli.prompt_generator import PromptGenerator
+from dglm_cli.rng import RecordRNG
+from dglm_cli.sampler import sample
+
+KINDS = ("diffusion", "decoder")
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    lm_lr: float = 3e-5  # for the LM when it is fine-tuned
+    train_lm: bool = False
+    warmup_steps: int = 100
+    weight_decay: float = 0.1  # on matrices only, not on biases, gains or the null embedding
+    grad_clip: float = 1.0
+    ema_beta: float = 0.9999
+    ema_power: float = 0.75
+    cfg_dropout: float = 0.1
+    eval_every: int = 250
+    save_every: int = 250
+    val_batches: int = 4
+    val_sample_steps: int = 25
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
+    seed: int = 0
+
+
+@dataclass
+class StepReport:
+    step: int
+    max_steps: int
+    metrics: dict = field(default_factory=dict)
+    examples_per_s: float = 0.0
+
+
+class ExponentialMovingAverage:
+    """Shadow weights; decay = min(β, 1 − (1 + step)^−power) (the warm-up of ema-pytorch, power 3/4)."""
+
+    def __init__(self, module: torch.nn.Module, beta: float, power: float):
+        self.beta, self.power = beta, power
+        self.shadow = {k: v.detach().clone().float() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module, step: int) -> None:
+        decay = min(self.beta, 1 - (1 + step) ** -self.power)
+        for key, value in module.state_dict().items():
+            self.shadow[key].lerp_(value.detach().float(), 1 - decay)
+
+
+class Trainer:
+    """Shared machinery: accelerator, optimizer, schedule, EMA, checkpoints, metrics."""
+
+    kind: str
+
+    def __init__(self, run_dir: Path, head: torch.nn.Module, objective: torch.nn.Module, corpus: LatentCorpus, config: TrainConfig):
+        from accelerate import Accelerator
+
+        self.run_dir, self.head, self.corpus, self.config = run_dir, head, corpus, config
+        cuda = torch.cuda.is_available()
+        precision = {"auto": "bf16" if cuda else "no", "fp32": "no", "bf16": "bf16"}[config.precision]
+        self.accelerator = Accelerator(mixed_precision=precision, cpu=not cuda)
+        self.device = self.accelerator.device
+        self.stats = LatentStats(corpus.stats.mean, corpus.stats.std).to(self.device)
+        objective.to(self.device)
+        self.ema = ExponentialMovingAverage(head, config.ema_beta, config.ema_power)
+        self.optimizer = torch.optim.AdamW(self._param_groups(objective), betas=(0.9, 0.99), eps=1e-8)
+        self.objective, self.optimizer = self.accelerator.prepare(objective, self.optimizer)
+        self.step = 0
+
+    def _param_groups(self, objective) -> list[dict]:
+        decay, no_decay, lm = [], [], []
+        for name, p in objective.named_parameters():
+            if not p.requires_grad:
+                continue
+            if name.startswith("lm."):
+                lm.append(p)
+            else:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+        groups = [
+            {"params": decay, "weight_decay": self.config.weight_decay, "base_lr": self.config.lr},
+            {"params": no_decay, "weight_decay": 0.0, "base_lr": self.config.lr},
+        ]
+        if lm:
+            groups.append({"params": lm, "weight_decay": 0.0, "base_lr": self.config.lm_lr})
+        return groups
+
+    # ------------------------------------------------------------ data and randomness
+
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """This process's slice of the global batch of `step` (training rows of the corpus)."""
+        train = self.corpus.train_indices
+        per_process, world = self.config.batch_size, self.accelerator.num_processes
+        global_batch = per_process * world
+        start = step * global_batch
+        epoch_first, epoch_last = start // len(train), (start + global_batch - 1) // len(train)
+        order = torch.cat([self._permutation(e, len(train)) for e in range(epoch_first, epoch_last + 1)])
+        window = order[start - epoch_first * len(train) :][:global_batch]
+        rank = self.accelerator.process_index
+        return train[window[rank * per_process : (rank + 1) * per_process]]
+
+    def _permutation(self, epoch: int, n: int) -> torch.Tensor:
+        return torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch))
+
+    def step_generator(self, step: int) -> torch.Generator:
+        rank = self.accelerator.process_index
+        return torch.Generator().manual_seed((self.config.seed * 1_000_003 + step) * 1009 + rank)
+
+    # ------------------------------------------------------------ loop
+
+    def train(
+        self,
+        max_steps: int | None = None,
+        time_budget_s: float | None = None,
+        on_step: Callable[[StepReport], None] | None = None,
+    ) -> int:
+        max_steps = max_steps or self.config.max_steps
+        started, examples = time.perf_counter(), 0
+        if self.step == 0:  # the untrained baseline, for comparison with every later validation
+            self.log({"step": 0} | {f"val_{k}": v for k, v in self.validate().items()})
+        while self.step < max_steps:
+            lr_scale = cosine_with_warmup(self.step, self.config.warmup_steps, max_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["base_lr"] * lr_scale
+            metrics = self.train_step(self.step)
+            self.accelerator.clip_grad_norm_(self.objective.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.ema.update(self.head, self.step)
+            self.step += 1
+            examples += self.config.batch_size * self.accelerator.num_processes
+            out_of_time = time_budget_s is not None and time.perf_counter() - started >= time_budget_s
+            last = self.step == max_steps or out_of_time
+            if self.step % self.config.eval_every == 0 or last:
+                metrics |= {f"val_{k}": v for k, v in self.validate().items()}
+            metrics |= {"step": self.step, "lr": self.config.lr * lr_scale}
+            self.log(metrics)
+            if self.step % self.config.save_every == 0 or last:
+                self.save()
+            if on_step:
+                on_step(StepReport(self.step, max_steps, metrics, examples / (time.perf_counter() - started)))
+            if out_of_time:
+                break
+        return self.step
+
+    def train_step(self, step: int) -> dict:
+        raise NotImplementedError
+
+    def validate(self) -> dict:
+        raise NotImplementedError
+
+    def log(self, metrics: dict) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(metrics) + "\n")
+
+    # ------------------------------------------------------------ checkpoints
+
+    def trained_lm_state(self) -> dict[str, torch.Tensor] | None:
+        return None
+
+    def save(self) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            checkpoints.save_checkpoint(
+                self.run_dir,
+                self.step,
+                weights=self.head.state_dict(),
+                ema=self.ema.shadow,
+                optimizer=self.optimizer.state_dict(),
+                extra=self.extra_state(),
+                lm=self.trained_lm_state(),
+            )
+        self.accelerator.wait_for_everyone()
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def resume(self) -> bool:
+        checkpoint = checkpoints.load_checkpoint(self.run_dir)
+        if checkpoint is None:
+            return False
+        self.head.load_state_dict(checkpoint.weights)
+        if checkpoint.lm is not None:
+            self.accelerator.unwrap_model(self.objective).lm.load_state_dict(checkpoint.lm)
+        self.ema.shadow = {k: v.float() for k, v in checkpoint.ema.items()}
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.load_extra_state(checkpoint.extra)
+        self.step = checkpoint.step
+        if self.accelerator.is_main_process:
+            _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+        return True
+
+
+class DiffusionTrainer(Trainer):
+    kind = "diffusion"
+
+    def __init__(self, run_dir: Path, denoiser: Denoiser, corpus: LatentCorpus, config: TrainConfig):
+        self.sampler = AdaptiveLogSNRSampler()
+        super().__init__(run_dir, denoiser, DiffusionObjective(denoiser, config.cfg_dropout), corpus, config)
+
+    def latents(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.stats.to_latent(self.corpus.continuation_embeddings[rows].to(self.device))
+        c = self.stats.to_latent(self.corpus.prefix_embeddings[rows].to(self.device))
+        return x, c
+
+    def train_step(self, step: int) -> dict:
+        generator = self.step_generator(step)
+        x, c = self.latents(self.batch_indices(step))
+        # 1. γ from the adaptive sampler with its density; 2. ε; 3. prefix-dropout draws
+        logsnr, density = self.sampler.sample(len(x), generator)
+        noise = torch.randn(x.shape, generator=generator)
+        dropout_draw = torch.rand(len(x), generator=generator)
+        logsnr, density, noise, dropout_draw = (t.to(self.device) for t in (logsnr, density, noise, dropout_draw))
+        # 4. unweighted v-losses L(γ), importance-weighted objective mean(w(γ) / p(γ) · L(γ))
+        with self.accelerator.autocast():
+            losses = self.objective(x, c, logsnr, noise, dropout_draw)
+        weight = asymmetric_weight(logsnr)
+        loss = (weight / density * losses).mean()
+        self.accelerator.backward(loss)
+        # 5. the sampler's bins learn from every process's weighted losses
+        gathered_logsnr, gathered_losses = self.accelerator.gather((logsnr, weight * losses.detach()))
+        self.sampler.update(gathered_logsnr, gathered_losses)
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        rows = self.corpus.val_indices[: self.config.batch_size * self.config.val_batches]
+        x, c = self.latents(rows)
+        generator = torch.Generator().manual_seed(self.config.seed + 12345)
+        logsnr = torch.empty(len(x)).uniform_(-15, 15, generator=generator).to(self.device)
+        noise = torch.randn(x.shape, generator=generator).to(self.device)
+        no_dropout = torch.ones(len(x), device=self.device)
+        model = self.accelerator.unwrap_model(self.objective)
+        model.eval()
+        losses = model(x, c, logsnr, noise, no_dropout)
+        weighted = (asymmetric_weight(logsnr) * losses).mean().item()
+        cosine = self.sample_cosine(x[: self.config.batch_size], c[: self.config.batch_size])
+        model.train()
+        return {"loss": weighted, "uniform_loss": losses.mean().item(), "cosine": cosine}
+
+    def sample_cosine(self, x: torch.Tensor, c: torch.Tensor) -> float:
+        """Mean cosine between sampled and true continuation embeddings, with the EMA weights (paper's check)."""
+        denoiser = self.ema_denoiser()
+        seeds = list(range(len(x)))
+        z = RecordRNG(seeds, "init", self.device).randn(x.shape[1])
+        sampled = sample(denoiser.denoise_fn(c), z, self.config.val_sample_steps, "ddpm", RecordRNG(seeds, "sampler", self.device))
+        return torch.nn.functional.cosine_similarity(self.stats.to_embedding(sampled), self.stats.to_embedding(x)).mean().item()
+
+    def ema_denoiser(self) -> Denoiser:
+        denoiser = Denoiser(self.head.config).to(self.device).eval()
+        denoiser.load_state_dict(self.ema.shadow)
+        return denoiser
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return {"sampler.ema": self.sampler.state_dict()["ema"]}
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.sampler.load_state_dict({"ema": tensors["sampler.ema"]})
+
+
+class DecoderTrainer(Trainer):
+    kind = "decoder"
+
+    def __init__(self, run_dir: Path, prompt_generator: PromptGenerator, decoder: SoftPromptDecoder, corpus: LatentCorpus, config: TrainConfig):
+        decoder.model.requires_grad_(config.train_lm)
+        decoder.model.train(config.train_lm)
+        self.decoder = decoder
+        super().__init__(run_dir, prompt_generator, DecoderObjective(prompt_generator, decoder), corpus, config)
+
+    def token_rows(self, rows: torch.Tensor) -> tuple[list[list[int]], list[list[int]]]:
+        rows = rows.tolist()
+        return [self.corpus.prefix_ids[r] for r in rows], [self.corpus.continuation_ids[r] for r in rows]
+
+    def train_step(self, step: int) -> dict:
+        generator = self.step_generator(step)
+        rows = self.batch_indices(step)
+        x = self.stats.to_latent(self.corpus.continuation_embeddings[rows].to(self.device))
+        # Gaussian noise augmentation: t ~ U(0, 1), α² from the shifted cosine schedule
+        t = torch.rand(len(x), generator=generator, dtype=torch.float64)
+        noise = torch.randn(x.shape, generator=generator).to(self.device)
+        alpha2 = self.accelerator.unwrap_model(self.objective).noise_level(t).float().to(self.device)
+        with self.accelerator.autocast():
+            nll, counts = self.objective(x, alpha2, noise, *self.token_rows(rows))
+        loss = nll.sum() / counts.sum().clamp(min=1)
+        self.accelerator.backward(loss)
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Continuation loss with the true latent, a shuffled latent, and no soft prompt (nats/token)."""
+        objective = self.accelerator.unwrap_model(self.objective)
+        objective.eval()
+        totals = {"true_latent": [0.0, 0], "shuffled_latent": [0.0, 0], "no_prompt": [0.0, 0]}
+        val = self.corpus.val_indices
+        alpha2_value = objective.prompt_generator.config.inference_alpha2
+        generator = torch.Generator().manual_seed(self.config.seed + 12345)
+        for start in range(0, min(len(val), self.config.batch_size * self.config.val_batches), self.config.batch_size):
+            rows = val[start : start + self.config.batch_size]
+            prefix_ids, continuation_ids = self.token_rows(rows)
+            x = self.stats.to_latent(self.corpus.continuation_embeddings[rows].to(self.device))
+            noise = torch.randn(x.shape, generator=generator).to(self.device)
+            alpha2 = torch.full((len(x),), alpha2_value, device=self.device)
+            for name, latent in (("true_latent", x), ("shuffled_latent", x.roll(1, dims=0))):
+                nll, counts = objective(latent, alpha2, noise, prefix_ids, continuation_ids)
+                totals[name][0] += nll.sum().item()
+                totals[name][1] += counts.sum().item()
+            empty = x.new_zeros(len(x), 0, self.decoder.config.embedding_dim)
+            nll, counts = self.decoder.continuation_nll(prefix_ids, empty, continuation_ids)
+            totals["no_prompt"][0] += nll.sum().item()
+            totals["no_prompt"][1] += counts.sum().item()
+        objective.train()
+        self.decoder.model.train(self.config.train_lm)
+        return {name: total / max(count, 1) for name, (total, count) in totals.items()}
+
+    def trained_lm_state(self) -> dict[str, torch.Tensor] | None:
+        return self.decoder.model.state_dict() if self.config.train_lm else None
+
+    def ema_prompt_generator(self) -> PromptGenerator:
+        generator = PromptGenerator(self.head.config).eval()
+        generator.load_state_dict(self.ema.shadow)
+        return generator
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metric lines logged after the checkpoint a run resumes from."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+

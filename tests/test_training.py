@@ -1,0 +1,168 @@
+"""Training both heads on tiny models: corpus, losses, checkpoints, resume after SIGKILL, export, DDP."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dglm_cli.cli import app
+from dglm_cli.corpus import CorpusConfig, build_corpus, chunk_tokens, load_corpus, save_corpus, split_chunks
+from dglm_cli.tiny import SENTENCES, bag_of_words_encoder, tiny_lm, tiny_sentence_encoder
+
+WORDS = "red green blue cat dog bird river tree stone cloud rain sun moon star fish boat".split()
+TINY = ["--preset", "tiny", "--batch-size", "16", "--warmup", "5"]
+
+
+def invoke(*args):
+    result = CliRunner().invoke(app, list(map(str, args)))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def validations(run_dir, key):
+    return [m[key] for m in metrics(run_dir) if key in m]
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    rng = random.Random(0)
+    path.write_text("\n".join(f"{rng.choice(SENTENCES)} {rng.choice(SENTENCES)}" for _ in range(200)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def soup(tmp_path_factory):
+    """Word-soup documents, a bag-of-words encoder and a tiny GPT-2: the continuation is unpredictable
+    from its prefix, and its latent says exactly which words it holds."""
+    root = tmp_path_factory.mktemp("soup")
+    rng = random.Random(1)
+    (root / "soup.txt").write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(6)) for _ in range(800)) + "\n")
+    bag_of_words_encoder(WORDS).save(str(root / "bow"))
+    model, tokenizer = tiny_lm("gpt2")
+    model.save_pretrained(root / "lm")
+    tokenizer.save_pretrained(root / "lm")
+    return root
+
+
+@pytest.fixture(scope="module")
+def diffusion_run(tiny_bundle, corpus_file, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "diffusion"
+    invoke("train-diffusion", corpus_file, "--run", run, "--bundle", tiny_bundle, *TINY,
+           "--max-steps", "40", "--eval-every", "20", "--save-every", "20", "--lr", "3e-3", "-q")
+    return run
+
+
+def test_chunks_and_random_splits():
+    chunks = chunk_tokens([list(range(10)), list(range(3))], max_tokens=4, min_tokens=2)
+    assert chunks == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [0, 1, 2]]
+    pairs = split_chunks(chunks * 50, splits=2, generator=torch.Generator().manual_seed(0))
+    assert len(pairs) == 400
+    assert all(prefix + cont == chunk and cont for (prefix, cont), chunk in zip(pairs, [c for c in chunks * 50 for _ in range(2)]))
+    assert {len(p) for p, _ in pairs} >= {0, 1, 2, 3}  # empty prefixes happen, as in the paper
+
+
+def test_corpus_cache_round_trip(tmp_path, tiny_encoder):
+    _, tokenizer = tiny_lm("gpt2")
+    corpus = build_corpus(SENTENCES * 3, tokenizer, tiny_encoder, CorpusConfig(max_tokens=16, val_size=5))
+    save_corpus(tmp_path / "c", corpus, {"source": "test"})
+    loaded = load_corpus(tmp_path / "c")
+    assert loaded.prefix_ids == corpus.prefix_ids and loaded.continuation_ids == corpus.continuation_ids
+    assert torch.equal(loaded.continuation_embeddings, corpus.continuation_embeddings)
+    assert torch.equal(loaded.stats.std, corpus.stats.std) and loaded.n_val == 5
+    text = tokenizer.decode(corpus.continuation_ids[0])
+    assert torch.allclose(tiny_encoder.encode([text]), corpus.continuation_embeddings[:1], atol=1e-6)
+
+
+def test_diffusion_training_reduces_validation_loss(diffusion_run):
+    losses = validations(diffusion_run, "val_loss")
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert all(-1 <= c <= 1 for c in validations(diffusion_run, "val_cosine"))
+    assert json.loads((diffusion_run / "checkpoints" / "latest.json").read_text())["step"] == 40
+    files = {p.name for p in (diffusion_run / "checkpoints").rglob("*") if p.is_file()}
+    assert not [f for f in files if f.endswith((".pt", ".bin", ".pkl"))]
+
+
+def test_decoder_soft_prompt_carries_the_latent(soup, tmp_path):
+    run = tmp_path / "decoder"
+    invoke("train-decoder", soup / "soup.txt", "--run", run, "--encoder", soup / "bow", "--decoder", soup / "lm", *TINY,
+           "--max-steps", "300", "--eval-every", "150", "--save-every", "300", "--lr", "3e-3", "--train-lm", "--lm-lr", "3e-3", "-q")
+    true, shuffled = validations(run, "val_true_latent"), validations(run, "val_shuffled_latent")
+    assert true[-1] < true[0] - 1.0  # it learned
+    assert true[-1] < shuffled[-1] - 0.05  # and the latent steers it
+
+
+def test_export_then_generate(diffusion_run, tiny_bundle, corpus_file, tmp_path):
+    decoder_run = tmp_path / "decoder"
+    invoke("train-decoder", corpus_file, "--run", decoder_run, "--bundle", tiny_bundle, *TINY, "--max-steps", "4", "--eval-every", "4", "-q")
+    out = tmp_path / "bundle"
+    result = invoke("export", diffusion_run, decoder_run, "--out", out)
+    assert result.stdout.strip() == str(out)
+    generated = invoke("generate", "--bundle", out, "-p", "The train was late", "-n", "2", "--steps", "3", "--max-new-tokens", "4", "-q")
+    assert len([json.loads(line) for line in generated.stdout.splitlines()]) == 2
+
+
+def test_export_needs_one_run_of_each_kind(diffusion_run, tmp_path):
+    result = CliRunner().invoke(app, ["export", str(diffusion_run), "--out", str(tmp_path / "b")])
+    assert result.exit_code != 0 and "missing: decoder" in result.output
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tiny_bundle, corpus_file, tmp_path):
+    args = ["train-diffusion", corpus_file, "--bundle", tiny_bundle, *TINY, "--max-steps", "24", "--eval-every", "8",
+            "--save-every", "4", "--seed", "3", "-q"]
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "dglm_cli", *map(str, args)]
+    subprocess.run([*command, "--run", str(tmp_path / "straight")], check=True, env=env, capture_output=True, timeout=600)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*command, "--run", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((killed / "metrics.jsonl").exists() and len(metrics(killed)) >= 11):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert len(metrics(killed)) < 26, "the run finished before it could be killed"
+    resumed = subprocess.run([*command, "--run", str(killed), "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    straight = [(m["step"], m.get("loss"), m.get("val_loss")) for m in metrics(tmp_path / "straight")]
+    assert [(m["step"], m.get("loss"), m.get("val_loss")) for m in metrics(killed)] == straight
+
+
+def test_resume_and_new_run_errors(diffusion_run, tmp_path):
+    result = CliRunner().invoke(app, ["train-diffusion", "--run", str(tmp_path / "none"), "--resume"])
+    assert result.exit_code != 0 and "give a CORPUS" in result.output
+    result = CliRunner().invoke(app, ["train-diffusion", "whatever.txt", "--run", str(diffusion_run)])
+    assert result.exit_code != 0
+
+
+def test_t5_encoder_with_llama_decoder(tmp_path, corpus_file):
+    tiny_sentence_encoder(family="t5").save(str(tmp_path / "t5"))
+    model, tokenizer = tiny_lm("llama")
+    model.save_pretrained(tmp_path / "llama")
+    tokenizer.save_pretrained(tmp_path / "llama")
+    run = tmp_path / "run"
+    invoke("train-decoder", corpus_file, "--run", run, "--encoder", tmp_path / "t5", "--decoder", tmp_path / "llama", *TINY,
+           "--max-steps", "3", "--eval-every", "3", "-q")
+    assert validations(run, "val_true_latent")
+
+
+def test_accelerate_launch_two_processes(tiny_bundle, corpus_file, tmp_path):
+    run = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "dglm_cli", "train-diffusion", str(corpus_file),
+         "--run", str(run), "--bundle", str(tiny_bundle), *TINY, "--max-steps", "3", "--eval-every", "3", "-q"],
+        capture_output=True, text=True, timeout=600, env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [m["step"] for m in metrics(run) if "loss" in m] == [1, 2, 3]
