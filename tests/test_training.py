@@ -145,15 +145,25 @@ def test_resume_and_new_run_errors(diffusion_run, tmp_path):
     assert result.exit_code != 0
 
 
-def test_t5_encoder_with_llama_decoder(tmp_path, corpus_file):
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_t5_encoder_with_gpt2_and_llama_decoders(tmp_path, corpus_file, family):
+    """The paper's pairing (a T5 sentence encoder, a GPT-2 decoder) and a Llama-family decoder."""
     tiny_sentence_encoder(family="t5").save(str(tmp_path / "t5"))
-    model, tokenizer = tiny_lm("llama")
-    model.save_pretrained(tmp_path / "llama")
-    tokenizer.save_pretrained(tmp_path / "llama")
+    model, tokenizer = tiny_lm(family)
+    model.save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
     run = tmp_path / "run"
-    invoke("train-decoder", corpus_file, "--run", run, "--encoder", tmp_path / "t5", "--decoder", tmp_path / "llama", *TINY,
+    invoke("train-decoder", corpus_file, "--run", run, "--encoder", tmp_path / "t5", "--decoder", tmp_path / "lm", *TINY,
            "--max-steps", "3", "--eval-every", "3", "-q")
-    assert validations(run, "val_true_latent")
+    assert len(validations(run, "val_true_latent")) == 2  # step 0 and step 3
+
+
+def test_time_budget_stops_and_checkpoints(tiny_bundle, corpus_file, tmp_path):
+    run = tmp_path / "budget"
+    invoke("train-diffusion", corpus_file, "--run", run, "--bundle", tiny_bundle, *TINY, "--max-steps", "100000",
+           "--time-budget", "0.0001", "-q")
+    step = json.loads((run / "checkpoints" / "latest.json").read_text())["step"]
+    assert step == 1 and validations(run, "val_loss")
 
 
 def test_accelerate_launch_two_processes(tiny_bundle, corpus_file, tmp_path):

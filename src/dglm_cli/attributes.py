@@ -1,5 +1,6 @@
 """Attribute names from the command line (`positive`, `sentiment:positive:2`) resolved to guidance targets."""
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dglm_cli.classifier import LinearClassifier
@@ -30,8 +31,16 @@ class AttributeSpec:
         return cls(label=label, classifier=classifier, weight=weight, avoid=avoid)
 
 
-def resolve(spec: AttributeSpec, classifiers: dict[str, LinearClassifier]) -> AttributeTarget:
-    """Find the (classifier, label) a spec names; unknown or ambiguous names list the choices."""
+def resolve(
+    spec: AttributeSpec,
+    classifiers: Mapping[str, LinearClassifier],
+    refused: Mapping[str, tuple[Sequence[str], str]] = {},
+) -> AttributeTarget:
+    """Find the (classifier, label) a spec names; unknown or ambiguous names list the choices.
+
+    `refused` holds classifiers that cannot be used (name -> (labels, reason)); a spec that only
+    they would answer fails with their reason.
+    """
     matches = [
         (name, c) for name, c in classifiers.items()
         if spec.label in c.labels and spec.classifier in (None, name)
@@ -44,6 +53,9 @@ def resolve(spec: AttributeSpec, classifiers: dict[str, LinearClassifier]) -> At
     if matches:
         names = ", ".join(f"{name}:{spec.label}" for name, _ in matches)
         raise InputError(f"attribute {written!r} is ambiguous: say which of {names}")
+    reasons = [reason for name, (labels, reason) in refused.items() if spec.label in labels and spec.classifier in (None, name)]
+    if reasons:
+        raise InputError(f"attribute {written!r}: {reasons[0]}")
     raise InputError(f"unknown attribute {written!r}; available: {choices}")
 
 

@@ -58,7 +58,12 @@ def write_json(path: Path, data: dict) -> None:
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    seen, plain = set(), {}
+    for key, value in tensors.items():
+        value = value.detach().contiguous().cpu()
+        plain[key] = value.clone() if value.data_ptr() in seen else value  # tied weights share storage
+        seen.add(value.data_ptr())
+    save_file(plain, str(tmp), metadata=metadata)
     os.replace(tmp, path)
 
 
@@ -123,20 +128,57 @@ def load_stats(path: Path, device: str | torch.device = "cpu") -> LatentStats:
 
 
 def load_encoder(config: EncoderConfig, base: Path | None, device: str | torch.device) -> SentenceEncoder:
-    name, revision = assets.resolve(config.reference, base)
-    from sentence_transformers import SentenceTransformer
-
-    try:
-        model = SentenceTransformer(name, revision=revision, device=str(device))
-    except (OSError, ValueError) as error:
-        raise AssetError(f"cannot load encoder {assets.describe(config.reference)}: {_first_line(error)}") from None
+    model = _sentence_transformer(config.reference, base, device)
     if config.max_seq_length:
         model.max_seq_length = config.max_seq_length
-    get_dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    dim = get_dimension()
+    dim = _embedding_dim(model)
     if dim != config.embedding_dim:
         raise BundleError(f"encoder {assets.describe(config.reference)} gives {dim}-d embeddings, bundle expects {config.embedding_dim}")
     return SentenceEncoder(model.eval(), config)
+
+
+def load_encoder_reference(reference: dict, device: str | torch.device) -> SentenceEncoder:
+    """A standalone encoder (path, hub or package reference) whose dimension is read from the model."""
+    model = _sentence_transformer(reference, None, device)
+    return SentenceEncoder(model.eval(), EncoderConfig(reference, _embedding_dim(model)))
+
+
+def _sentence_transformer(reference: dict, base: Path | None, device: str | torch.device):
+    name, revision = assets.resolve(reference, base)
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(name, revision=revision, device=str(device))
+    except (OSError, ValueError) as error:
+        raise AssetError(f"cannot load encoder {assets.describe(reference)}: {_first_line(error)}") from None
+
+
+def _embedding_dim(model) -> int:
+    get_dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return get_dimension()
+
+
+def encoder_identity(reference: dict, base: Path | None = None) -> str:
+    """A stable id of the encoder behind a reference, so classifiers are only used on the embeddings they read.
+
+    Hub, package and path references are identified by their description (with the revision); an
+    encoder embedded in a bundle by the sha256 of its weights, as listed in the bundle manifest.
+    """
+    if reference.get("kind") != "embedded":
+        return assets.describe(reference)
+    if base is None:
+        raise BundleError(f"embedded reference {reference} used outside a bundle")
+    prefix = reference["path"].rstrip("/") + "/"
+    files = read_manifest(base).get("files", {})
+    weights = sorted((name, digest) for name, digest in files.items() if name.startswith(prefix) and name.endswith(".safetensors"))
+    if not weights:
+        raise BundleError(f"bundle {base}: the manifest lists no weights under {prefix}")
+    digest = hashlib.sha256(json.dumps([d for _, d in weights]).encode()).hexdigest()
+    return f"sha256:{digest}"
+
+
+def bundle_encoder_config(path: Path) -> EncoderConfig:
+    return config_from_dict(EncoderConfig, read_json(path / "encoder" / CONFIG), "encoder/config.json")
 
 
 def load_lm(reference: dict, base: Path | None, device: str | torch.device, dtype: torch.dtype = torch.float32):
@@ -150,6 +192,16 @@ def load_lm(reference: dict, base: Path | None, device: str | torch.device, dtyp
     except (OSError, ValueError) as error:
         raise AssetError(f"cannot load decoder {assets.describe(reference)}: {_first_line(error)}") from None
     return model.to(device).eval(), tokenizer
+
+
+def load_tokenizer(reference: dict, base: Path | None = None):
+    name, revision = assets.resolve(reference, base)
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name, revision=revision)
+    except (OSError, ValueError) as error:
+        raise AssetError(f"cannot load the tokenizer of {assets.describe(reference)}: {_first_line(error)}") from None
 
 
 def save_lm(directory: Path, model, tokenizer) -> None:
@@ -232,7 +284,7 @@ def load_bundle(name_or_path: str | Path, device: str | torch.device = "cpu", ve
     manifest = read_manifest(path)
     if verify:
         verify_files(path, manifest)
-    encoder_config = config_from_dict(EncoderConfig, read_json(path / "encoder" / CONFIG), "encoder/config.json")
+    encoder_config = bundle_encoder_config(path)
     decoder_config = config_from_dict(DecoderConfig, read_json(path / "decoder" / CONFIG), "decoder/config.json")
     stats = load_stats(path / "encoder" / "latent_stats.safetensors", device)
     denoiser = load_module(path / "denoiser", Denoiser, DenoiserConfig, device)
@@ -270,6 +322,7 @@ def save_bundle(
     classifiers: dict[str, LinearClassifier] | None = None,
     encoder_model=None,
     lm=None,
+    copies: dict[str, Path] | None = None,
     card: str = "",
     info: dict | None = None,
     overwrite: bool = False,
@@ -277,7 +330,8 @@ def save_bundle(
     """Write a bundle into a temporary sibling directory, then rename it into place.
 
     `encoder_model` (a SentenceTransformer) and `lm` ((model, tokenizer)) are stored inside the bundle
-    when given; their configs' references must then be {"kind": "embedded", ...}.
+    when given, and `copies` maps bundle-relative directories to model directories copied in as they are;
+    the configs' references must then be {"kind": "embedded", ...}.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -294,6 +348,8 @@ def save_bundle(
         write_json(staging / "decoder" / CONFIG, config_to_dict(decoder_config))
         if lm is not None:
             save_lm(staging / decoder_config.reference["path"], *lm)
+        for relative, source in (copies or {}).items():
+            shutil.copytree(source, staging / relative, ignore=shutil.ignore_patterns("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt"))
         for name, classifier in (classifiers or {}).items():
             save_classifier(staging / "classifiers" / name, classifier)
         (staging / "README.md").write_text(card or "# dglm bundle\n", encoding="utf-8")
@@ -335,3 +391,26 @@ def _replace_dir(staging: Path, path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, path)
+
+
+def add_classifier(path: Path, name: str, classifier: LinearClassifier, overwrite: bool = False) -> Path:
+    """Write a classifier into an existing bundle's classifiers/<name>/ and record its files in the manifest."""
+    manifest = read_manifest(path)
+    target = path / "classifiers" / name
+    if target.exists() and not overwrite:
+        raise BundleError(f"bundle {path} already has a classifier {name!r} (use --force to replace it)")
+    dim = bundle_encoder_config(path).embedding_dim
+    if classifier.config.embedding_dim != dim:
+        raise BundleError(f"dimension mismatch: classifier {name!r} reads {classifier.config.embedding_dim}-d embeddings, the bundle's encoder gives {dim}")
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=path))
+    try:
+        save_classifier(staging, classifier)
+        _replace_dir(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    prefix = f"classifiers/{name}/"
+    files = {k: v for k, v in manifest.get("files", {}).items() if not k.startswith(prefix)}
+    files.update({str(p.relative_to(path)): sha256_file(p) for p in sorted(target.rglob("*")) if p.is_file()})
+    write_json(path / MANIFEST, {**manifest, "files": dict(sorted(files.items()))})
+    return target

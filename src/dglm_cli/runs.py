@@ -15,7 +15,7 @@ from dglm_cli import assets
 from dglm_cli.bundle import CONFIG, find_bundle, read_json, save_bundle, write_json
 from dglm_cli.checkpoints import load_checkpoint
 from dglm_cli.config import config_from_dict
-from dglm_cli.decoder import DecoderConfig
+from dglm_cli.decoder import DecoderConfig, SoftPromptDecoder
 from dglm_cli.denoiser import Denoiser, DenoiserConfig
 from dglm_cli.encoder import EncoderConfig
 from dglm_cli.errors import BundleError, InputError
@@ -192,3 +192,56 @@ def _model_card(runs: dict) -> str:
         lines += [f"## {kind}", "", f"- steps: {_steps(run_dir)}", f"- encoder: {assets.describe(spec.encoder)}",
                   f"- decoder: {assets.describe(spec.decoder)}", f"- validation: {shown or 'none'}", ""]
     return "\n".join(lines)
+
+
+def cached_corpus(corpus_path, encoder_ref: dict, decoder_ref: dict, config, on_progress=None) -> tuple[Path, int, bool]:
+    """(directory, embedding dim, built now) of the encoded corpus for these documents and models."""
+    import time
+
+    from dglm_cli.bundle import load_encoder_reference, load_tokenizer
+    from dglm_cli.corpus import build_corpus, corpus_key, load_corpus_stats, read_documents, save_corpus
+    from dglm_cli.paths import dglm_home
+
+    documents = read_documents(corpus_path)
+    key = corpus_key(documents, assets.describe(decoder_ref), assets.describe(encoder_ref), config)
+    directory = dglm_home() / "corpora" / key
+    if (directory / "corpus.json").exists():
+        return directory, load_corpus_stats(directory).mean.shape[0], False
+    encoder = load_encoder_reference(encoder_ref, default_device())
+    started = time.perf_counter()
+    corpus = build_corpus(documents, load_tokenizer(decoder_ref), encoder, config, on_progress)
+    info = {"documents": len(documents), "source": str(corpus_path), "encoder": encoder_ref, "decoder": decoder_ref,
+            "config": asdict(config), "seconds": round(time.perf_counter() - started, 1)}
+    save_corpus(directory, corpus, info)
+    return directory, encoder.config.embedding_dim, True
+
+
+def load_training_decoder(decoder_ref: dict) -> SoftPromptDecoder:
+    """The decoder a prompt-generator run trains through; its config's width is read from the model."""
+    from dglm_cli.bundle import load_lm
+
+    model, tokenizer = load_lm(decoder_ref, None, default_device())
+    return SoftPromptDecoder(model, tokenizer, DecoderConfig(decoder_ref, model.get_input_embeddings().embedding_dim))
+
+
+def embedding_shape(decoder: SoftPromptDecoder) -> tuple[int, float]:
+    """The decoder's embedding width and the std of its token embeddings (the soft vectors' target scale)."""
+    weight = decoder.model.get_input_embeddings().weight
+    return weight.shape[1], weight.float().std().item()
+
+
+def build_trainer(run_dir: Path, spec: RunSpec, decoder: SoftPromptDecoder | None = None):
+    """The trainer of a run; a decoder run loads its decoder unless one is given."""
+    from dglm_cli.corpus import load_corpus
+    from dglm_cli.training import DecoderTrainer, DiffusionTrainer
+
+    corpus = load_corpus(Path(spec.corpus))
+    torch.manual_seed(spec.train_config.seed)
+    if spec.kind == "diffusion":
+        return DiffusionTrainer(run_dir, Denoiser(spec.model_config()), corpus, spec.train_config)
+    decoder = decoder or load_training_decoder(spec.decoder)
+    return DecoderTrainer(run_dir, PromptGenerator(spec.model_config()), decoder, corpus, spec.train_config)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"

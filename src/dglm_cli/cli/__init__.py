@@ -8,7 +8,7 @@ and a non-zero exit (DGLM_DEBUG=1 shows the traceback). Heavy libraries load ins
 import typer
 
 from dglm_cli import __version__
-from dglm_cli.cli import bundle, generate
+from dglm_cli.cli import bundle, classifiers, fetch, generate, info, score, sweep, train
 
 app = typer.Typer(
     name="dglm",
@@ -20,6 +20,15 @@ app = typer.Typer(
 )
 app.command("generate", no_args_is_help=False)(generate.generate)
 app.add_typer(bundle.app, name="bundle")
+app.command("fetch")(fetch.fetch)
+app.command("info")(info.info)
+app.command("train-classifier")(classifiers.train_classifier)
+app.add_typer(classifiers.app, name="classifiers")
+app.command("score")(score.score)
+app.command("sweep")(sweep.sweep)
+app.command("train-diffusion")(train.train_diffusion)
+app.command("train-decoder")(train.train_decoder)
+app.command("export")(train.export)
 
 
 def _version(value: bool) -> None:

@@ -122,9 +122,12 @@ def _train_in_process(state, kind, corpus_path, run_dir, bundle, encoder_text, d
     from dataclasses import asdict
 
     from dglm_cli.errors import InputError
-    from dglm_cli.runs import RunSpec, bundle_references, load_run, model_config, start_run
+    from dglm_cli.runs import (
+        RunSpec, build_trainer, bundle_references, embedding_shape, load_run, load_training_decoder, model_config, start_run,
+    )
 
     quiet = quiet or not state.is_main_process
+    decoder = None
     if resume and (run_dir / "run.json").exists():
         spec = load_run(run_dir)
     else:
@@ -135,12 +138,13 @@ def _train_in_process(state, kind, corpus_path, run_dir, bundle, encoder_text, d
         else:
             encoder_ref, decoder_ref, encoder_dim = parse_reference(encoder_text), parse_reference(decoder_text), None
         with state.main_process_first():
-            corpus_dir, encoder_dim = _prepare_corpus(corpus_path, encoder_ref, decoder_ref, corpus_config, quiet)
-        model = model_config(kind, preset, encoder_dim, *(_lm_embedding_shape(decoder_ref) if kind == "decoder" else ()))
+            corpus_dir, encoder_dim = _cached_corpus(corpus_path, encoder_ref, decoder_ref, corpus_config, quiet)
+        decoder = load_training_decoder(decoder_ref) if kind == "decoder" else None
+        model = model_config(kind, preset, encoder_dim, *(embedding_shape(decoder) if decoder else ()))
         spec = RunSpec(kind, encoder_ref, decoder_ref, encoder_dim, str(corpus_dir), asdict(model), asdict(config))
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = start_run(run_dir, spec, resume)
-    trainer = _trainer(kind, run_dir, spec)
+    trainer = build_trainer(run_dir, spec, decoder)
     if resume and trainer.resume() and not quiet:
         stderr.print(f"resumed {run_dir} at step {trainer.step}")
     _run_with_progress(trainer, spec.train_config.max_steps, budget_minutes, quiet)
@@ -159,63 +163,14 @@ def parse_reference(text: str) -> dict:
     return {"kind": "named", "name": text}
 
 
-def _prepare_corpus(corpus_path, encoder_ref, decoder_ref, corpus_config, quiet):
-    """Load the cached corpus for these documents and models, or build and cache it."""
-    from dglm_cli import assets
-    from dglm_cli.bundle import load_encoder_reference, load_tokenizer
-    from dglm_cli.corpus import build_corpus, corpus_key, load_corpus_stats, read_documents, save_corpus
-    from dglm_cli.paths import dglm_home
+def _cached_corpus(corpus_path, encoder_ref, decoder_ref, corpus_config, quiet):
+    from dglm_cli.runs import cached_corpus
 
-    documents = read_documents(corpus_path)
-    key = corpus_key(documents, assets.describe(decoder_ref), assets.describe(encoder_ref), corpus_config)
-    directory = dglm_home() / "corpora" / key
-    if (directory / "corpus.json").exists():
-        return directory, load_corpus_stats(directory).mean.shape[0]
-    encoder = load_encoder_reference(encoder_ref, "cuda" if _cuda() else "cpu")
-    tokenizer = load_tokenizer(decoder_ref)
-    started = time.perf_counter()
     with _bar(quiet, "encoding corpus") as (bar, task):
-        corpus = build_corpus(documents, tokenizer, encoder, corpus_config, lambda done, total: bar.update(task, completed=done, total=total))
-    info = {"documents": len(documents), "source": str(corpus_path), "encoder": encoder_ref, "decoder": decoder_ref,
-            "config": corpus_config.__dict__, "seconds": round(time.perf_counter() - started, 1)}
-    save_corpus(directory, corpus, info)
-    if not quiet:
-        stderr.print(f"cached {len(corpus)} examples ({corpus.n_val} for validation) in {directory}")
-    return directory, encoder.config.embedding_dim
-
-
-def _trainer(kind, run_dir, spec):
-    from dglm_cli.bundle import load_decoder
-    from dglm_cli.corpus import load_corpus
-    from dglm_cli.decoder import DecoderConfig
-    from dglm_cli.denoiser import Denoiser
-    from dglm_cli.prompt_generator import PromptGenerator
-    from dglm_cli.training import DecoderTrainer, DiffusionTrainer
-
-    import torch
-
-    corpus = load_corpus(Path(spec.corpus))
-    torch.manual_seed(spec.train_config.seed)
-    if kind == "diffusion":
-        return DiffusionTrainer(run_dir, Denoiser(spec.model_config()), corpus, spec.train_config)
-    prompt_config = spec.model_config()
-    decoder = load_decoder(DecoderConfig(spec.decoder, prompt_config.lm_dim), None, "cuda" if _cuda() else "cpu")
-    return DecoderTrainer(run_dir, PromptGenerator(prompt_config), decoder, corpus, spec.train_config)
-
-
-def _lm_embedding_shape(decoder_ref) -> tuple[int, float]:
-    """The decoder's embedding width and the std of its token embeddings (the soft vectors' target scale)."""
-    from dglm_cli.bundle import load_lm
-
-    model, _ = load_lm(decoder_ref, None, "cpu")
-    weight = model.get_input_embeddings().weight
-    return weight.shape[1], weight.float().std().item()
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+        directory, dim, built = cached_corpus(corpus_path, encoder_ref, decoder_ref, corpus_config, lambda done, total: bar.update(task, completed=done, total=total))
+    if built and not quiet:
+        stderr.print(f"cached the encoded corpus in {directory}")
+    return directory, dim
 
 
 def _bar(quiet: bool, description: str):
