@@ -196,3 +196,16 @@ def test_subprocess_reads_stdin_and_names_the_classifier_after_the_label_column(
         input="text,label\n", capture_output=True, text=True, timeout=300,
     )
     assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "no data rows" in bad.stderr
+
+
+def test_export_into_a_bundle_that_has_no_classifiers_yet(tiny_bundle, tmp_path):
+    bundle = tmp_path / "bare"
+    shutil.copytree(tiny_bundle, bundle)
+    shutil.rmtree(bundle / "classifiers")
+    manifest = json.loads((bundle / "dglm.json").read_text())
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("classifiers/")}
+    (bundle / "dglm.json").write_text(json.dumps(manifest))
+    assert train(write_topics(tmp_path / "topics.tsv"), "--name", "topic", bundle=bundle).exit_code == 0
+    exported = invoke("classifiers", "export", "topic", bundle)
+    assert exported.exit_code == 0, exported.output
+    assert "classifiers topic" in invoke("bundle", "info", bundle, "--verify").stdout

@@ -402,7 +402,8 @@ def add_classifier(path: Path, name: str, classifier: LinearClassifier, overwrit
     dim = bundle_encoder_config(path).embedding_dim
     if classifier.config.embedding_dim != dim:
         raise BundleError(f"dimension mismatch: classifier {name!r} reads {classifier.config.embedding_dim}-d embeddings, the bundle's encoder gives {dim}")
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=path))
+    target.parent.mkdir(exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
     try:
         save_classifier(staging, classifier)
         _replace_dir(staging, target)
