@@ -123,3 +123,10 @@ def test_bundle_tiny_and_info(tmp_path):
     assert invoke("bundle", "tiny", tmp_path / "b").exit_code != 0  # exists, no --force
     info = invoke("bundle", "info", tmp_path / "b", "--verify")
     assert info.exit_code == 0 and "tiny-sentiment" in info.stdout and "verified" in info.stdout
+
+
+@pytest.mark.cuda
+def test_generate_on_cuda(tiny_bundle, cuda_device):
+    result = invoke("generate", "--bundle", tiny_bundle, "-p", "Hi", "-n", "2", "--attr", "positive", "--device", cuda_device, *FAST)
+    assert result.exit_code == 0, result.output
+    assert [r["meta"]["device"] for r in records(result.stdout)] == ["cuda", "cuda"]

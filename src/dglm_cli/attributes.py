@@ -21,7 +21,7 @@ class AttributeSpec:
     def parse(cls, text: str, avoid: bool = False) -> "AttributeSpec":
         parts = text.strip().split(":")
         weight = 1.0
-        if len(parts) > 1 and _is_number(parts[-1]):
+        if len(parts) > 1 and is_number(parts[-1]):
             weight = float(parts.pop())
         if not 1 <= len(parts) <= 2 or not all(parts):
             raise InputError(f"cannot parse attribute {text!r}: expected LABEL, LABEL:WEIGHT or CLASSIFIER:LABEL[:WEIGHT]")
@@ -59,7 +59,7 @@ def resolve(
     raise InputError(f"unknown attribute {written!r}; available: {choices}")
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
     try:
         float(text)
     except ValueError:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from dglm_cli import assets
+from dglm_cli.attributes import is_number
 from dglm_cli.bundle import bundle_encoder_config, encoder_identity, find_bundle, load_encoder, load_encoder_reference
 from dglm_cli.classifier import ClassifierConfig, LinearClassifier
 from dglm_cli.embedding_cache import EmbeddingCache, embed_texts
@@ -145,7 +146,7 @@ def check_labels(labels: list[str], label_col: str) -> list[str]:
         notes.append(f"very few rows for {', '.join(f'{l!r} ({counts[l]})' for l in few)}: the metrics and the classifier will be unreliable")
     if max(counts.values()) > IMBALANCE_RATIO * min(counts.values()):
         notes.append(f"imbalanced classes ({', '.join(f'{l}: {n}' for l, n in counts.most_common())}); consider --balanced")
-    numeric = [label for label in counts if _is_number(label)]
+    numeric = [label for label in counts if is_number(label)]
     if numeric:
         notes.append(f"numeric labels ({', '.join(sorted(numeric))}) need a weight in --attr, e.g. NAME:{numeric[0]}:1; word labels are easier")
     return notes
@@ -312,10 +313,3 @@ def _lines(numbers: list[int], shown: int = 5) -> str:
     text = ", ".join(map(str, numbers[:shown]))
     return text + (f" and {len(numbers) - shown} more" if len(numbers) > shown else "")
 
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from dglm_cli.encoder import LatentStats, SentenceEncoder
 from dglm_cli.errors import InputError
-from dglm_cli.records import read_lines
+from dglm_cli.records import json_object, read_lines
 
 SHARD_ROWS = 50_000
 FORMAT = 1
@@ -71,10 +71,7 @@ def read_documents(path: str | Path) -> list[str]:
         return [line.strip() for _, line in numbered]
     documents = []
     for number, line in numbered:
-        try:
-            text = json.loads(line).get("text")
-        except (json.JSONDecodeError, AttributeError):
-            raise InputError(f"{path}:{number}: not a JSON object") from None
+        text = json_object(line, f"{path}:{number}").get("text")
         if not isinstance(text, str):
             raise InputError(f"{path}:{number}: no string field 'text'")
         documents.append(text)

@@ -54,13 +54,19 @@ def read_prompts(path: str | Path) -> list[Prompt]:
     return [Prompt(str(i), line) for i, (_, line) in enumerate(numbered)]
 
 
-def _jsonl_prompt(path, number: int, line: str) -> Prompt:
+def json_object(line: str, where: str) -> dict:
+    """One JSONL line as a dict; anything else is an InputError that starts with `where` (file and line)."""
     try:
         data = json.loads(line)
     except json.JSONDecodeError as error:
-        raise InputError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+        raise InputError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
     if not isinstance(data, dict):
-        raise InputError(f"{path}:{number}: expected a JSON object")
+        raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _jsonl_prompt(path, number: int, line: str) -> Prompt:
+    data = json_object(line, f"{path}:{number}")
     text = data.get("prompt", data.get("text"))
     if isinstance(text, dict):  # RealToxicityPrompts style: {"prompt": {"text": ...}}
         text = text.get("text")

@@ -39,6 +39,7 @@ from dglm_cli.classifier import LinearClassifier
 from dglm_cli.encoder import EncoderConfig, SentenceEncoder
 from dglm_cli.errors import AssetError, BundleError, InputError
 from dglm_cli.paths import dglm_home
+from dglm_cli.records import json_object
 
 TEXT_FIELD = "continuation"
 PROMPT_FIELD = "prompt"
@@ -100,13 +101,9 @@ class RecordReader:
     def parse(self, number: int, raw: bytes) -> Item:
         where = f"{self.source}:{number}"
         try:
-            record = json.loads(raw.decode("utf-8"))
+            record = json_object(raw.decode("utf-8"), where)
         except UnicodeDecodeError as error:
             raise InputError(f"{where}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-        except json.JSONDecodeError as error:
-            raise InputError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
         text = get_field(record, self.text_field)
         if not isinstance(text, str):
             raise InputError(f"{where}: no string field {self.text_field!r} (choose another with --text-field)")

@@ -8,12 +8,12 @@ message names the line or the columns involved.
 
 import csv
 import difflib
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from dglm_cli.errors import InputError
+from dglm_cli.records import json_object
 
 FORMATS = ("csv", "tsv", "jsonl")
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -151,12 +151,7 @@ def _parse_jsonl(text: str, name: str) -> tuple[list[str], list[tuple[int, dict]
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{name} line {number}: not valid JSON ({error.msg} at column {error.colno})") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{name} line {number}: expected a JSON object with text and label fields, got {type(record).__name__}")
+        record = json_object(line, f"{name} line {number}")
         columns.update(dict.fromkeys(record))
         records.append((number, record))
     if records and len(columns) < 2:

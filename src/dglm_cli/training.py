@@ -10,7 +10,7 @@ under `accelerate launch` trains with DDP (each process takes its slice of the g
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,7 +20,6 @@ from dglm_cli.corpus import LatentCorpus
 from dglm_cli.decoder import SoftPromptDecoder
 from dglm_cli.denoiser import Denoiser
 from dglm_cli.encoder import LatentStats
-from dglm_cli.errors import InputError
 from dglm_cli.objectives import (
     AdaptiveLogSNRSampler,
     DecoderObjective,

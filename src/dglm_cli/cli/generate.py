@@ -1,6 +1,5 @@
 """`dglm generate`: guided continuations as JSONL."""
 
-import json
 import sys
 import time
 from pathlib import Path

@@ -1,6 +1,5 @@
 """`dglm train-diffusion`, `dglm train-decoder` and `dglm export`."""
 
-import time
 from pathlib import Path
 from typing import Annotated
 
