@@ -6,6 +6,7 @@ Weights are safetensors and configs JSON; nothing in a bundle is executed or unp
 """
 
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -237,7 +238,7 @@ class Bundle:
     decoder: SoftPromptDecoder
     classifiers: dict[str, LinearClassifier] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
         """Identifies the bundle's exact contents: the hash of its manifest, which lists every file's hash."""
         return sha256_file(self.path / MANIFEST)

@@ -2,7 +2,10 @@
 
 import hashlib
 import json
+import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -79,6 +82,17 @@ class Pipeline:
     def __init__(self, bundle: Bundle, device: torch.device):
         self.bundle = bundle
         self.device = device
+        self.timings: dict[str, float] = defaultdict(float)  # seconds per stage, summed over batches
+
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        started = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings[name] += time.perf_counter() - started
 
     @classmethod
     def from_bundle(cls, name_or_path, device: str = "auto") -> "Pipeline":
@@ -141,7 +155,8 @@ class Pipeline:
         seeds = [p.seed for p in batch]
         prefixes = [p.prompt.text for p in batch]
         # 1. prefix latents c = z-score(encoder(prefix))  (B, D)
-        context = b.stats.to_latent(self._encode(prefixes))
+        with self._stage("encode"):
+            context = b.stats.to_latent(self._encode(prefixes))
         # 2. z_1 ~ N(0, I)  (B, D)
         z = RecordRNG(seeds, "init", self.device).randn(context.shape[1])
         # 3. denoiser with classifier-free guidance on the prefix, wrapped by classifier guidance
@@ -151,17 +166,19 @@ class Pipeline:
             RecordRNG(seeds, "guidance", self.device), settings.mc_samples, settings.aggregate,
         )
         # 4. reverse diffusion -> x̂ (B, D), mapped to the unit sphere and back to a latent
-        x = sample(denoise, z, settings.steps, settings.sampler, RecordRNG(seeds, "sampler", self.device))
+        with self._stage("diffusion"):
+            x = sample(denoise, z, settings.steps, settings.sampler, RecordRNG(seeds, "sampler", self.device))
         x = b.stats.to_latent(b.stats.to_embedding(x))
         # 5. re-noise at a fixed α² and map to k soft prompts (B, k, E)
         alpha2 = torch.full((len(batch),), self._renoise_alpha2(settings), device=self.device)
         noisy = diffuse(x, RecordRNG(seeds, "renoise", self.device).randn(x.shape[1]), alpha2)
         soft = b.prompt_generator(noisy, alpha2)
         # 6. the decoder writes the continuation after [prefix][soft prompt]
-        return b.decoder.generate(
-            prefixes, soft, RecordRNG(seeds, "tokens", self.device), settings.max_new_tokens,
-            settings.top_p, settings.temperature, settings.repetition_penalty,
-        )
+        with self._stage("decode"):
+            return b.decoder.generate(
+                prefixes, soft, RecordRNG(seeds, "tokens", self.device), settings.max_new_tokens,
+                settings.top_p, settings.temperature, settings.repetition_penalty,
+            )
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
         unique = list(dict.fromkeys(texts))
