@@ -88,7 +88,8 @@ def test_soft_prompt_of_length_zero_is_the_plain_lm(decoder):
 def test_continuation_loss_scores_only_the_continuation(decoder):
     prefix, cont = decoder.tokenize(["The train was late"]), decoder.tokenize([" again this morning."])
     soft = torch.randn(1, 3, decoder.config.embedding_dim)
-    loss = decoder.continuation_loss(prefix, soft, cont)
+    nll, count = decoder.continuation_nll(prefix, soft, cont)
+    loss = nll / count
     batch = decoder.assemble(prefix, soft, cont)
     logits = decoder.logits(batch)[0]
     start = len(prefix[0]) + 3

@@ -130,3 +130,24 @@ def test_generate_on_cuda(tiny_bundle, cuda_device):
     result = invoke("generate", "--bundle", tiny_bundle, "-p", "Hi", "-n", "2", "--attr", "positive", "--device", cuda_device, *FAST)
     assert result.exit_code == 0, result.output
     assert [r["meta"]["device"] for r in records(result.stdout)] == ["cuda", "cuda"]
+
+
+def test_numeric_prompt_ids_are_kept_and_seeds_append(tiny_bundle, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": 17, "prompt": "Alpha"}\n{"prompt": "Beta"}\n')
+    result = invoke("generate", "--bundle", tiny_bundle, "-p", "Flag", "--prompts", prompts, *FAST)
+    assert [r["prompt_id"] for r in records(result.stdout)] == ["0", "17", "2"]
+    out = tmp_path / "out.jsonl"
+    for seed in ("0", "1"):
+        assert invoke("generate", "--bundle", tiny_bundle, "-p", "Hi", "-n", "2", "--seed", seed, "-o", out, *FAST).exit_code == 0
+    written = records(out.read_text())
+    assert [r["seed"] for r in written] == [0, 1, 1, 2] and len({r["id"] for r in written}) == 4
+    assert written[1]["continuation"] == written[2]["continuation"]  # the same seed gives the same text
+
+
+def test_output_that_is_a_directory_or_binary_is_one_line(tiny_bundle, tmp_path):
+    assert "is not a file" in invoke("generate", "--bundle", tiny_bundle, "-p", "Hi", "-o", tmp_path, *FAST).output
+    binary = tmp_path / "out.jsonl"
+    binary.write_bytes(b"\xff\xfe\x00garbage\n")
+    result = invoke("generate", "--bundle", tiny_bundle, "-p", "Hi", "-o", binary, *FAST)
+    assert result.exit_code != 0 and "not UTF-8" in result.output

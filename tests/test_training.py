@@ -140,9 +140,21 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tiny_bundle, corpus_fi
 
 def test_resume_and_new_run_errors(diffusion_run, tmp_path):
     result = CliRunner().invoke(app, ["train-diffusion", "--run", str(tmp_path / "none"), "--resume"])
+    assert result.exit_code != 0 and "holds no run" in result.output
+    result = CliRunner().invoke(app, ["train-diffusion", "--run", str(tmp_path / "none")])
     assert result.exit_code != 0 and "give a CORPUS" in result.output
-    result = CliRunner().invoke(app, ["train-diffusion", "whatever.txt", "--run", str(diffusion_run)])
-    assert result.exit_code != 0
+    result = CliRunner().invoke(app, ["train-decoder", "--run", str(diffusion_run), "--resume"])
+    assert result.exit_code != 0 and "is a diffusion run, not a decoder run" in result.output
+    result = CliRunner().invoke(app, ["train-diffusion", "whatever.txt", "--run", str(diffusion_run), "--precision", "fp16"])
+    assert result.exit_code != 0 and "--precision must be one of auto, fp32, bf16" in result.output
+
+
+def test_resume_with_more_steps_extends_the_run(tiny_bundle, corpus_file, tmp_path):
+    run = tmp_path / "extend"
+    invoke("train-diffusion", corpus_file, "--run", run, "--bundle", tiny_bundle, *TINY, "--max-steps", "3", "--eval-every", "3")
+    invoke("train-diffusion", "--run", run, "--resume", "--max-steps", "5", "-q")
+    assert [m["step"] for m in metrics(run) if "loss" in m] == [1, 2, 3, 4, 5]
+    assert json.loads((run / "run.json").read_text())["train"]["max_steps"] == 5
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])

@@ -17,6 +17,10 @@ class AttributeSpec:
     weight: float = 1.0
     avoid: bool = False
 
+    @property
+    def written(self) -> str:
+        return f"{self.classifier}:{self.label}" if self.classifier else self.label
+
     @classmethod
     def parse(cls, text: str, avoid: bool = False) -> "AttributeSpec":
         parts = text.strip().split(":")
@@ -47,9 +51,9 @@ def resolve(
     ]
     if len(matches) == 1:
         name, classifier = matches[0]
-        return AttributeTarget(name, classifier, spec.label, spec.weight, spec.avoid)
+        return AttributeTarget(name, classifier, spec.label, spec.weight, spec.avoid, spec.written)
     choices = ", ".join(f"{name}:{label}" for name, c in classifiers.items() for label in c.labels) or "none"
-    written = f"{spec.classifier}:{spec.label}" if spec.classifier else spec.label
+    written = spec.written
     if matches:
         names = ", ".join(f"{name}:{spec.label}" for name, _ in matches)
         raise InputError(f"attribute {written!r} is ambiguous: say which of {names}")

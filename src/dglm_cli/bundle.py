@@ -248,11 +248,14 @@ class Bundle:
         return self.manifest.get("name") or self.path.name
 
 
+PACKAGED_BUNDLES = Path(__file__).parent / "bundles"  # bundles shipped inside the package (the default)
+
+
 def find_bundle(name_or_path: str | Path) -> Path:
-    """A bundle directory from a path, or a name under DGLM_HOME/bundles."""
+    """A bundle directory from a path, or a name under DGLM_HOME/bundles, or a bundle shipped with dglm."""
     candidates = [Path(name_or_path).expanduser()]
     if "/" not in str(name_or_path):
-        candidates.append(dglm_home() / "bundles" / str(name_or_path))
+        candidates += [dglm_home() / "bundles" / str(name_or_path), PACKAGED_BUNDLES / str(name_or_path)]
     for candidate in candidates:
         if (candidate / MANIFEST).is_file():
             return candidate

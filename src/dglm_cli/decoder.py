@@ -49,7 +49,8 @@ class SoftPromptDecoder:
         return self.model.device
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
-        return [self.tokenizer(text).input_ids for text in texts]
+        """Token ids without special tokens, as the training corpus is tokenised."""
+        return [self.tokenizer(text, add_special_tokens=False).input_ids for text in texts]
 
     def assemble(
         self,
@@ -96,11 +97,6 @@ class SoftPromptDecoder:
         labels = batch.labels[:, 1:]  # token i is predicted at position i - 1
         losses = F.cross_entropy(self.logits(batch)[:, :-1].transpose(1, 2).float(), labels, reduction="none")  # (B, L-1)
         return losses.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1)
-
-    def continuation_loss(self, prefix_ids, soft, continuation_ids) -> torch.Tensor:
-        """Mean cross-entropy per continuation token (the training loss: prefix and soft prompt are not scored)."""
-        nll, counts = self.continuation_nll(prefix_ids, soft, continuation_ids)
-        return nll.sum() / counts.sum().clamp(min=1)
 
     @torch.no_grad()
     def generate(

@@ -50,6 +50,7 @@ class SentenceEncoder:
     def __init__(self, model, config: EncoderConfig):
         self.model = model
         self.config = config
+        self._last: tuple[tuple[str, ...], torch.Tensor] | None = None  # several classifiers score one batch
 
     @property
     def device(self) -> torch.device:
@@ -57,6 +58,10 @@ class SentenceEncoder:
 
     @torch.no_grad()
     def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> torch.Tensor:
+        """(B, D) unit-norm embeddings; the same texts twice in a row are encoded once."""
+        key = tuple(texts)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
         embeddings = self.model.encode(
             texts,
             batch_size=batch_size,
@@ -64,4 +69,6 @@ class SentenceEncoder:
             normalize_embeddings=True,
             show_progress_bar=show_progress,
         )
-        return embeddings.float().reshape(len(texts), -1)
+        embeddings = embeddings.float().reshape(len(texts), -1)
+        self._last = (key, embeddings)
+        return embeddings

@@ -35,6 +35,7 @@ class AttributeTarget:
     label: str
     weight: float = 1.0
     avoid: bool = False
+    requested: str = ""  # the attribute as the user wrote it (e.g. `positive`)
 
     @property
     def label_index(self) -> int:

@@ -113,8 +113,9 @@ class Pipeline:
         plans = []
         for prompt in prompts:
             for sample_index in range(settings.num_samples):
-                plan_id = f"{_short_hash(key + prompt.text)}-{prompt.id}-{sample_index}"
-                plans.append(RecordPlan(plan_id, prompt, sample_index, settings.seed + len(plans)))
+                seed = settings.seed + len(plans)
+                plan_id = f"{_short_hash(f'{key}/{prompt.text}/{seed}')}-{prompt.id}-{sample_index}"
+                plans.append(RecordPlan(plan_id, prompt, sample_index, seed))
         return plans
 
     def generate(
@@ -190,7 +191,7 @@ class Pipeline:
 
     def _guidance_block(self, targets: list[AttributeTarget], settings: GenerationSettings) -> dict:
         attrs = [
-            {"name": t.label, "classifier": t.name, "label": t.label, "weight": t.weight, "avoid": t.avoid}
+            {"name": t.requested or t.label, "classifier": t.name, "label": t.label, "weight": t.weight, "avoid": t.avoid}
             for t in targets
         ]
         scale = settings.guidance_scale if targets else 0.0
@@ -198,7 +199,7 @@ class Pipeline:
 
     def _settings_key(self, targets, settings: GenerationSettings) -> str:
         fields = asdict(settings)
-        del fields["batch_size"], fields["seed"]  # neither changes a record's content given its own seed
+        del fields["batch_size"], fields["seed"]  # neither changes a record's content given its own seed (part of the id)
         return json.dumps([self._guidance_block(targets, settings), fields, self.bundle.sha256], sort_keys=True)
 
     def _record(self, plan: RecordPlan, continuation: str, targets, settings: GenerationSettings) -> dict:

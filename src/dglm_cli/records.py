@@ -3,8 +3,8 @@
 import json
 import os
 import sys
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 from dglm_cli.errors import InputError
@@ -40,18 +40,19 @@ def read_lines(path: str | Path) -> list[str]:
             stream.close()
 
 
-def read_prompts(path: str | Path) -> list[Prompt]:
+def read_prompts(path: str | Path, start: int = 0) -> list[Prompt]:
     """Plain lines (one prompt each) or JSONL with a `prompt` (or `text`) field and an optional `id`.
 
-    The format is chosen by the first non-blank line: JSONL when it starts with '{'.
+    The format is chosen by the first non-blank line: JSONL when it starts with '{'. Prompts without an
+    id are numbered start, start + 1, ... in file order.
     """
     lines = read_lines(path)
     numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
     if not numbered:
         raise InputError(f"{path}: no prompts found")
     if numbered[0][1].lstrip().startswith("{"):
-        return [_jsonl_prompt(path, n, line) for n, line in numbered]
-    return [Prompt(str(i), line) for i, (_, line) in enumerate(numbered)]
+        return [_jsonl_prompt(path, n, line, str(start + i)) for i, (n, line) in enumerate(numbered)]
+    return [Prompt(str(start + i), line) for i, (_, line) in enumerate(numbered)]
 
 
 def json_object(line: str, where: str) -> dict:
@@ -65,30 +66,35 @@ def json_object(line: str, where: str) -> dict:
     return data
 
 
-def _jsonl_prompt(path, number: int, line: str) -> Prompt:
+def _jsonl_prompt(path, number: int, line: str, default_id: str) -> Prompt:
     data = json_object(line, f"{path}:{number}")
     text = data.get("prompt", data.get("text"))
     if isinstance(text, dict):  # RealToxicityPrompts style: {"prompt": {"text": ...}}
         text = text.get("text")
     if not isinstance(text, str):
         raise InputError(f"{path}:{number}: no string field 'prompt' (or 'text')")
-    return Prompt(str(data.get("id", data.get("prompt_id", number - 1))), text)
+    return Prompt(str(data.get("id", data.get("prompt_id", default_id))), text)
 
 
 def existing_ids(path: Path) -> set[str]:
     """Ids of the complete records already in an output file; a torn last line is cut off first."""
     if not path.exists():
         return set()
+    if not path.is_file():
+        raise InputError(f"--output {path} is not a file")
     repair_torn_tail(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"--output {path} is not UTF-8 text; refusing to append to it") from None
     ids = set()
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                ids.add(json.loads(line)["id"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise InputError(f"{path}:{number}: not a dglm record; refusing to append to it") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            ids.add(json.loads(line)["id"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise InputError(f"{path}:{number}: not a dglm record; refusing to append to it") from None
     return ids
 
 

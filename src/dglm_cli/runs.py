@@ -80,19 +80,25 @@ def model_config(kind: str, preset: str, encoder_dim: int, lm_dim: int = 0, lm_e
     return PromptGeneratorConfig(latent_dim=encoder_dim, lm_dim=lm_dim, output_scale=lm_embedding_std, **presets[preset])
 
 
-def start_run(run_dir: Path, spec: RunSpec, resume: bool) -> RunSpec:
-    """A new run writes run.json; --resume reads it back (and must match the kind)."""
-    path = run_dir / RUN_FILE
-    if resume:
-        if not path.exists():
-            raise InputError(f"--resume: {run_dir} holds no run ({RUN_FILE} missing)")
-        existing = load_run(run_dir)
-        if existing.kind != spec.kind:
-            raise InputError(f"--resume: {run_dir} is a {existing.kind} run, not a {spec.kind} run")
-        return existing
-    if path.exists():
+def create_run(run_dir: Path, spec: RunSpec) -> RunSpec:
+    """Write run.json for a new run; an existing run is never overwritten."""
+    if (run_dir / RUN_FILE).exists():
         raise InputError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --run")
-    write_json(path, asdict(spec))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / RUN_FILE, asdict(spec))
+    return spec
+
+
+def resume_run(run_dir: Path, kind: str, max_steps: int | None = None) -> RunSpec:
+    """The run to continue; a new `max_steps` extends (or shortens) it and is written back to run.json."""
+    if not (run_dir / RUN_FILE).exists():
+        raise InputError(f"--resume: {run_dir} holds no run ({RUN_FILE} missing)")
+    spec = load_run(run_dir)
+    if spec.kind != kind:
+        raise InputError(f"--resume: {run_dir} is a {spec.kind} run, not a {kind} run")
+    if max_steps is not None and max_steps != spec.train["max_steps"]:
+        spec.train = {**spec.train, "max_steps": max_steps}
+        write_json(run_dir / RUN_FILE, asdict(spec))
     return spec
 
 
@@ -199,7 +205,13 @@ def cached_corpus(corpus_path, encoder_ref: dict, decoder_ref: dict, config, on_
     import time
 
     from dglm_cli.bundle import load_encoder_reference, load_tokenizer
-    from dglm_cli.corpus import build_corpus, corpus_key, load_corpus_stats, read_documents, save_corpus
+    from dglm_cli.corpus import (
+        build_corpus,
+        corpus_key,
+        load_corpus_stats,
+        read_documents,
+        save_corpus,
+    )
     from dglm_cli.paths import dglm_home
 
     documents = read_documents(corpus_path)

@@ -20,6 +20,7 @@ from dglm_cli.corpus import LatentCorpus
 from dglm_cli.decoder import SoftPromptDecoder
 from dglm_cli.denoiser import Denoiser
 from dglm_cli.encoder import LatentStats
+from dglm_cli.errors import InputError
 from dglm_cli.objectives import (
     AdaptiveLogSNRSampler,
     DecoderObjective,
@@ -32,6 +33,7 @@ from dglm_cli.rng import RecordRNG
 from dglm_cli.sampler import sample
 
 KINDS = ("diffusion", "decoder")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -52,7 +54,18 @@ class TrainConfig:
     val_batches: int = 4
     val_sample_steps: int = 25
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
+    adam_beta2: float = 0.999  # official code: 0.999 for the denoiser, 0.99 for the prompt generator
     seed: int = 0
+
+    def validate(self) -> None:
+        positive = ("max_steps", "batch_size", "eval_every", "save_every", "val_batches", "val_sample_steps")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.lr <= 0 or self.lm_lr <= 0:
+            raise InputError("learning rates must be positive")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}")
 
 
 @dataclass
@@ -93,7 +106,7 @@ class Trainer:
         self.stats = LatentStats(corpus.stats.mean, corpus.stats.std).to(self.device)
         objective.to(self.device)
         self.ema = ExponentialMovingAverage(head, config.ema_beta, config.ema_power)
-        self.optimizer = torch.optim.AdamW(self._param_groups(objective), betas=(0.9, 0.99), eps=1e-8)
+        self.optimizer = torch.optim.AdamW(self._param_groups(objective), betas=(0.9, config.adam_beta2), eps=1e-8)
         self.objective, self.optimizer = self.accelerator.prepare(objective, self.optimizer)
         self.step = 0
 
@@ -347,11 +360,6 @@ class DecoderTrainer(Trainer):
 
     def trained_lm_state(self) -> dict[str, torch.Tensor] | None:
         return self.decoder.model.state_dict() if self.config.train_lm else None
-
-    def ema_prompt_generator(self) -> PromptGenerator:
-        generator = PromptGenerator(self.head.config).eval()
-        generator.load_state_dict(self.ema.shadow)
-        return generator
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:

@@ -2,6 +2,7 @@
 
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -53,7 +54,7 @@ def generate(
         raise InputError("give --prompt TEXT or --prompts FILE ('-' reads stdin)")
     items = [Prompt(str(i), text) for i, text in enumerate(prompt)]
     if prompts is not None:
-        items += [Prompt(str(len(items) + i), p.text) if p.id.isdigit() else p for i, p in enumerate(read_prompts(prompts))]
+        items += read_prompts(prompts, start=len(items))
     settings = GenerationSettings(
         num_samples=num_samples, guidance_scale=guidance, cfg=cfg, steps=steps, sampler=sampler,
         max_new_tokens=max_new_tokens, top_p=top_p, temperature=temperature,
@@ -70,7 +71,7 @@ def generate(
 
     started = time.perf_counter()
     with assets.downloads_allowed(stage_lines(quiet)):
-        with stderr.status("loading bundle", spinner="dots") if not quiet else _null():
+        with stderr.status("loading bundle", spinner="dots") if not quiet else nullcontext():
             pipeline = Pipeline.from_bundle(_bundle_name(bundle), device)
     bar = progress(quiet)
     task = bar.add_task("generating", total=len(items) * num_samples)
@@ -85,7 +86,8 @@ def generate(
     finally:
         writer.close()
     if not quiet:
-        skipped = f", {len(skip)} already in {output}" if skip else ""
+        already = len(items) * num_samples - written
+        skipped = f", {already} already in {output}" if already else ""
         stderr.print(f"{written} records in {time.perf_counter() - started:.1f} s{skipped}")
 
 
@@ -101,11 +103,3 @@ def _bundle_name(name: str) -> str:
         raise BundleError(
             "no default bundle is installed yet; make one with `dglm bundle tiny DIR` and pass --bundle DIR"
         ) from None
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -4,7 +4,7 @@ import json
 import os
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -60,7 +60,7 @@ def score(
 
     resolved = resolve_device(device)
     with _input(file) as stream, _record_sink(output, records) as write:  # a missing file fails before any loading
-        with stderr.status("loading scorers", spinner="dots") if not quiet else _null():
+        with stderr.status("loading scorers", spinner="dots") if not quiet else nullcontext():
             scorers = _load_scorers(scoring, ppl_model, no_ppl, classifier, bundle, scorer, resolved, batch_size)
         evaluation = scoring.Evaluation(group_by, max_disagreement)
         reader = scoring.RecordReader(stream, "stdin" if file == "-" else file, text_field, prompt_field, skip_bad)
@@ -199,10 +199,3 @@ def _shown_rates(group: dict):
 def _number(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -5,6 +5,7 @@ import json
 import os
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -68,7 +69,7 @@ def sweep(
         max_new_tokens=max_new_tokens, top_p=top_p, seed=seed, batch_size=batch_size,
     )
     base.validate()
-    with stderr.status("loading bundle and scorers", spinner="dots") if not quiet else _null():
+    with stderr.status("loading bundle and scorers", spinner="dots") if not quiet else nullcontext():
         pipeline = Pipeline.from_bundle(_bundle_name(bundle), device)
         target = pipeline.targets([attr])[0]  # an unknown attribute fails here, before any work
         scorers = _scorers(scoring, pipeline, target, ppl_model, no_ppl, scorer, batch_size)
@@ -249,10 +250,3 @@ class _atomic_text:
 class _atomic_binary(_atomic_text):
     mode = "wb"
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

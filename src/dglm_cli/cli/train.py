@@ -16,7 +16,7 @@ FromBundle = Annotated[str | None, typer.Option("--bundle", help="Take the encod
 Encoder = Annotated[str, typer.Option(help="Sentence encoder: a directory, a Hub id (org/name[@rev]) or package:NAME/SUBPATH.")]
 Decoder = Annotated[str, typer.Option(help="Causal LM: a directory, a Hub id, or a named asset (see dglm fetch).")]
 Preset = Annotated[str, typer.Option(help="Model size: tiny, small, base or paper.")]
-MaxSteps = Annotated[int, typer.Option(help="Total optimiser steps of the run (the cosine schedule ends here).")]
+MaxSteps = Annotated[int | None, typer.Option(help="Total optimiser steps of the run; the cosine schedule ends here (with --resume: extends the run). Default 20000 (diffusion), 5000 (decoder).")]
 Budget = Annotated[float | None, typer.Option("--time-budget", help="Stop after this many minutes (a checkpoint is saved).")]
 Batch = Annotated[int, typer.Option(help="Examples per step and process.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")]
@@ -38,7 +38,7 @@ def train_diffusion(
     encoder: Encoder = DEFAULT_ENCODER,
     decoder: Decoder = DEFAULT_DECODER,
     preset: Preset = "small",
-    max_steps: MaxSteps = 20_000,
+    max_steps: MaxSteps = None,
     time_budget: Budget = None,
     batch_size: Batch = 128,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
@@ -62,9 +62,9 @@ def train_diffusion(
     """
     from dglm_cli.training import TrainConfig
 
-    config = TrainConfig(max_steps=max_steps, batch_size=batch_size, lr=lr, warmup_steps=warmup, eval_every=eval_every,
-                         save_every=save_every, precision=precision, seed=seed, weight_decay=0.1)
-    _train("diffusion", corpus, run, bundle, encoder, decoder, preset, config, _corpus_options(max_tokens, min_tokens, splits_per_chunk, val_size, seed), resume, time_budget, quiet)
+    config = TrainConfig(max_steps=max_steps or 20_000, batch_size=batch_size, lr=lr, warmup_steps=warmup, eval_every=eval_every,
+                         save_every=save_every, precision=precision, seed=seed, weight_decay=0.1, adam_beta2=0.999)
+    _train("diffusion", corpus, run, bundle, encoder, decoder, preset, config, _corpus_options(max_tokens, min_tokens, splits_per_chunk, val_size, seed), resume, time_budget, quiet, max_steps)
 
 
 @user_errors
@@ -75,7 +75,7 @@ def train_decoder(
     encoder: Encoder = DEFAULT_ENCODER,
     decoder: Decoder = DEFAULT_DECODER,
     preset: Preset = "small",
-    max_steps: MaxSteps = 5_000,
+    max_steps: MaxSteps = None,
     time_budget: Budget = None,
     batch_size: Batch = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate of the prompt generator.")] = 3e-4,
@@ -100,12 +100,12 @@ def train_decoder(
     """
     from dglm_cli.training import TrainConfig
 
-    config = TrainConfig(max_steps=max_steps, batch_size=batch_size, lr=lr, lm_lr=lm_lr, train_lm=train_lm, warmup_steps=warmup,
-                         eval_every=eval_every, save_every=save_every, precision=precision, seed=seed, weight_decay=0.02)
-    _train("decoder", corpus, run, bundle, encoder, decoder, preset, config, _corpus_options(max_tokens, min_tokens, splits_per_chunk, val_size, seed), resume, time_budget, quiet)
+    config = TrainConfig(max_steps=max_steps or 5_000, batch_size=batch_size, lr=lr, lm_lr=lm_lr, train_lm=train_lm, warmup_steps=warmup,
+                         eval_every=eval_every, save_every=save_every, precision=precision, seed=seed, weight_decay=0.02, adam_beta2=0.99)
+    _train("decoder", corpus, run, bundle, encoder, decoder, preset, config, _corpus_options(max_tokens, min_tokens, splits_per_chunk, val_size, seed), resume, time_budget, quiet, max_steps)
 
 
-def _train(kind, corpus_path, run_dir, bundle, encoder_text, decoder_text, preset, config, corpus_config, resume, budget_minutes, quiet):
+def _train(kind, corpus_path, run_dir, bundle, encoder_text, decoder_text, preset, config, corpus_config, resume, budget_minutes, quiet, max_steps_override):
     quiet_libraries()
     from accelerate import PartialState
 
@@ -114,21 +114,31 @@ def _train(kind, corpus_path, run_dir, bundle, encoder_text, decoder_text, prese
 
     state = PartialState()
     with assets.downloads_allowed(stage_lines(quiet or not state.is_main_process)):
-        _train_in_process(state, kind, corpus_path, run_dir, bundle, encoder_text, decoder_text, preset, config, corpus_config, resume, budget_minutes, quiet)
+        _train_in_process(state, kind, corpus_path, run_dir, bundle, encoder_text, decoder_text, preset, config, corpus_config, resume, budget_minutes, quiet, max_steps_override)
 
 
-def _train_in_process(state, kind, corpus_path, run_dir, bundle, encoder_text, decoder_text, preset, config, corpus_config, resume, budget_minutes, quiet):
+def _train_in_process(state, kind, corpus_path, run_dir, bundle, encoder_text, decoder_text, preset, config, corpus_config, resume, budget_minutes, quiet, max_steps_override):
     from dataclasses import asdict
 
     from dglm_cli.errors import InputError
     from dglm_cli.runs import (
-        RunSpec, build_trainer, bundle_references, embedding_shape, load_run, load_training_decoder, model_config, start_run,
+        RunSpec,
+        build_trainer,
+        bundle_references,
+        create_run,
+        embedding_shape,
+        load_run,
+        load_training_decoder,
+        model_config,
+        resume_run,
     )
 
     quiet = quiet or not state.is_main_process
+    config.validate()
     decoder = None
-    if resume and (run_dir / "run.json").exists():
-        spec = load_run(run_dir)
+    if resume:
+        with state.main_process_first():  # the main process writes a changed --max-steps first
+            spec = resume_run(run_dir, kind, max_steps_override if state.is_main_process else None)
     else:
         if corpus_path is None:
             raise InputError("give a CORPUS file ('-' for stdin), or --resume an existing run")
@@ -141,8 +151,8 @@ def _train_in_process(state, kind, corpus_path, run_dir, bundle, encoder_text, d
         decoder = load_training_decoder(decoder_ref) if kind == "decoder" else None
         model = model_config(kind, preset, encoder_dim, *(embedding_shape(decoder) if decoder else ()))
         spec = RunSpec(kind, encoder_ref, decoder_ref, encoder_dim, str(corpus_dir), asdict(model), asdict(config))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    spec = start_run(run_dir, spec, resume)
+        with state.main_process_first():  # only the main process writes run.json; the others read it
+            spec = create_run(run_dir, spec) if state.is_main_process else load_run(run_dir)
     trainer = build_trainer(run_dir, spec, decoder)
     if resume and trainer.resume() and not quiet:
         stderr.print(f"resumed {run_dir} at step {trainer.step}")
@@ -188,7 +198,14 @@ def _bar(quiet: bool, description: str):
 
 
 def _run_with_progress(trainer, max_steps: int, budget_minutes: float | None, quiet: bool) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     columns = [TextColumn(f"{trainer.kind}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                TimeElapsedColumn(), TimeRemainingColumn()]
@@ -198,7 +215,7 @@ def _run_with_progress(trainer, max_steps: int, budget_minutes: float | None, qu
         def report(step_report):
             loss = step_report.metrics.get("loss", float("nan"))
             bar.update(task, completed=step_report.step, status=f"loss {loss:.4f} · {step_report.examples_per_s:.1f} ex/s")
-            if "val_loss" in step_report.metrics or "val_true_latent" in step_report.metrics:
+            if not quiet and any(k.startswith("val_") for k in step_report.metrics):
                 values = {k: v for k, v in step_report.metrics.items() if k.startswith("val_")}
                 bar.console.print(f"step {step_report.step}: " + ", ".join(f"{k[4:]} {v:.4f}" for k, v in values.items()))
 
