@@ -71,7 +71,9 @@ def stage_distill(work: Path, minutes: float, seed: int, batch_size: int = 32) -
     from dglm_cli.rng import RecordRNG
     from dglm_cli.runs import load_training_decoder
 
-    out = work / "data" / "distilled.jsonl"
+    out, finished = work / "data" / "distilled.jsonl", work / "data" / "distilled.done"
+    if finished.exists():
+        return
     done = len(out.read_text(encoding="utf-8").splitlines()) if out.exists() else 0
     rng = random.Random(seed)
     sentences = training_sentences(work)
@@ -90,6 +92,7 @@ def stage_distill(work: Path, minutes: float, seed: int, batch_size: int = 32) -
             for prefix, continuation in zip(batch, continuations):
                 f.write(json.dumps({"prefix": prefix, "continuation": continuation}) + "\n")
             f.flush()
+    finished.touch()
     print(f"distilled: {len(out.read_text(encoding='utf-8').splitlines())} documents", flush=True)
 
 
@@ -139,7 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "default-bundle", help="working directory")
     parser.add_argument("--time-budget", type=float, default=110, help="minutes for the whole build")
-    parser.add_argument("--diffusion-steps", type=int, default=None, help="default: 1200 on CPU, 20000 on CUDA")
+    parser.add_argument("--diffusion-steps", type=int, default=None, help="default: 450 on CPU, 20000 on CUDA")
     parser.add_argument("--decoder-steps", type=int, default=None, help="default: 1000 on CPU, 6000 on CUDA")
     parser.add_argument("--samples", type=int, default=4, help="samples per held-out prompt in the evaluation")
     parser.add_argument("--seed", type=int, default=0)
@@ -152,8 +155,8 @@ def main() -> None:
     stage_distill(args.work, budget["distill"], args.seed)
     corpus = stage_corpus(args.work)
     stage_classifiers(args.work)
-    stage_train(args.work, corpus, "diffusion", budget["diffusion"], args.diffusion_steps or (20_000 if cuda else 1200),
-                ["--preset", "small", "--batch-size", 128, "--eval-every", 250, "--save-every", 250])
+    stage_train(args.work, corpus, "diffusion", budget["diffusion"], args.diffusion_steps or (20_000 if cuda else 450),
+                ["--preset", "small", "--batch-size", 128, "--warmup", 100, "--eval-every", 150, "--save-every", 150])
     stage_train(args.work, corpus, "decoder", budget["decoder"], args.decoder_steps or (6000 if cuda else 1000),
                 ["--preset", "small", "--batch-size", 128 if cuda else 24, "--precision", "bf16", "--eval-every", 250,
                  "--save-every", 250, "--lr", "1e-3"])

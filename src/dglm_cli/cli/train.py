@@ -173,28 +173,26 @@ def parse_reference(text: str) -> dict:
 
 
 def _cached_corpus(corpus_path, encoder_ref, decoder_ref, corpus_config, quiet):
+    """The encoded corpus from the cache, or encoded now with a progress bar."""
+    from dglm_cli.cli._common import progress
     from dglm_cli.runs import cached_corpus
 
-    with _bar(quiet, "encoding corpus") as (bar, task):
-        directory, dim, built = cached_corpus(corpus_path, encoder_ref, decoder_ref, corpus_config, lambda done, total: bar.update(task, completed=done, total=total))
+    bar, task = progress(quiet), None
+
+    def report(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:  # the bar appears only when there is something to encode
+            bar.start()
+            task = bar.add_task("encoding corpus", total=total)
+        bar.update(task, completed=done)
+
+    try:
+        directory, dim, built = cached_corpus(corpus_path, encoder_ref, decoder_ref, corpus_config, report)
+    finally:
+        bar.stop()
     if built and not quiet:
         stderr.print(f"cached the encoded corpus in {directory}")
     return directory, dim
-
-
-def _bar(quiet: bool, description: str):
-    from contextlib import contextmanager
-
-    from dglm_cli.cli._common import progress
-
-    @contextmanager
-    def managed():
-        bar = progress(quiet)
-        task = bar.add_task(description, total=None)
-        with bar:
-            yield bar, task
-
-    return managed()
 
 
 def _run_with_progress(trainer, max_steps: int, budget_minutes: float | None, quiet: bool) -> None:
