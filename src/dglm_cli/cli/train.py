@@ -1,7 +1,8 @@
 """`dglm train-diffusion`, `dglm train-decoder` and `dglm export`."""
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,9 +23,36 @@ Batch = Annotated[int, typer.Option(help="Examples per step and process.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")]
 Seed = Annotated[int, typer.Option(help="Seed of data order, splits and noise.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
+Warmup = Annotated[int, typer.Option(help="Linear warm-up steps.")]
+EvalEvery = Annotated[int, typer.Option(help="Validate every N steps.")]
+SaveEvery = Annotated[int, typer.Option(help="Checkpoint every N steps.")]
+Precision = Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA), fp32 or bf16.")]
+MaxTokens = Annotated[int, typer.Option(help="Chunk length in decoder tokens.")]
+MinTokens = Annotated[int, typer.Option(help="Shortest chunk kept.")]
+Splits = Annotated[int, typer.Option(help="Random (prefix, continuation) splits per chunk.")]
+ValSize = Annotated[int, typer.Option(help="Held-out examples for validation.")]
 
 
-def _corpus_options(max_tokens, min_tokens, splits, val_size, seed):
+@dataclass
+class TrainRequest:
+    """One training command as given: what to train, on what, where, for how long."""
+
+    kind: str
+    corpus: str | None
+    run_dir: Path
+    bundle: str | None
+    encoder: str
+    decoder: str
+    preset: str
+    config: Any  # TrainConfig
+    corpus_config: Any  # CorpusConfig
+    resume: bool
+    budget_minutes: float | None
+    quiet: bool
+    max_steps: int | None  # as given on the command line (with --resume: extends the run)
+
+
+def _corpus_config(max_tokens, min_tokens, splits, val_size, seed):
     from dglm_cli.corpus import CorpusConfig
 
     return CorpusConfig(max_tokens=max_tokens, min_tokens=min_tokens, splits_per_chunk=splits, val_size=val_size, seed=seed)
@@ -42,14 +70,14 @@ def train_diffusion(
     time_budget: Budget = None,
     batch_size: Batch = 128,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
-    warmup: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 500,
-    eval_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 500,
-    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 500,
-    precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA), fp32 or bf16.")] = "auto",
-    max_tokens: Annotated[int, typer.Option(help="Chunk length in decoder tokens.")] = 64,
-    min_tokens: Annotated[int, typer.Option(help="Shortest chunk kept.")] = 4,
-    splits_per_chunk: Annotated[int, typer.Option(help="Random (prefix, continuation) splits per chunk.")] = 1,
-    val_size: Annotated[int, typer.Option(help="Held-out examples for validation.")] = 256,
+    warmup: Warmup = 500,
+    eval_every: EvalEvery = 500,
+    save_every: SaveEvery = 500,
+    precision: Precision = "auto",
+    max_tokens: MaxTokens = 64,
+    min_tokens: MinTokens = 4,
+    splits_per_chunk: Splits = 1,
+    val_size: ValSize = 256,
     seed: Seed = 0,
     resume: Resume = False,
     quiet: Quiet = False,
@@ -64,7 +92,8 @@ def train_diffusion(
 
     config = TrainConfig(max_steps=max_steps or 20_000, batch_size=batch_size, lr=lr, warmup_steps=warmup, eval_every=eval_every,
                          save_every=save_every, precision=precision, seed=seed, weight_decay=0.1, adam_beta2=0.999)
-    _train("diffusion", corpus, run, bundle, encoder, decoder, preset, config, _corpus_options(max_tokens, min_tokens, splits_per_chunk, val_size, seed), resume, time_budget, quiet, max_steps)
+    corpus_config = _corpus_config(max_tokens, min_tokens, splits_per_chunk, val_size, seed)
+    _train(TrainRequest("diffusion", corpus, run, bundle, encoder, decoder, preset, config, corpus_config, resume, time_budget, quiet, max_steps))
 
 
 @user_errors
@@ -81,14 +110,14 @@ def train_decoder(
     lr: Annotated[float, typer.Option(help="Peak learning rate of the prompt generator.")] = 3e-4,
     train_lm: Annotated[bool, typer.Option("--train-lm", help="Fine-tune the language model too.")] = False,
     lm_lr: Annotated[float, typer.Option(help="Learning rate of the language model with --train-lm.")] = 3e-5,
-    warmup: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 200,
-    eval_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 250,
-    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 250,
-    precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA), fp32 or bf16.")] = "auto",
-    max_tokens: Annotated[int, typer.Option(help="Chunk length in decoder tokens.")] = 64,
-    min_tokens: Annotated[int, typer.Option(help="Shortest chunk kept.")] = 4,
-    splits_per_chunk: Annotated[int, typer.Option(help="Random (prefix, continuation) splits per chunk.")] = 1,
-    val_size: Annotated[int, typer.Option(help="Held-out examples for validation.")] = 256,
+    warmup: Warmup = 200,
+    eval_every: EvalEvery = 250,
+    save_every: SaveEvery = 250,
+    precision: Precision = "auto",
+    max_tokens: MaxTokens = 64,
+    min_tokens: MinTokens = 4,
+    splits_per_chunk: Splits = 1,
+    val_size: ValSize = 256,
     seed: Seed = 0,
     resume: Resume = False,
     quiet: Quiet = False,
@@ -102,10 +131,11 @@ def train_decoder(
 
     config = TrainConfig(max_steps=max_steps or 5_000, batch_size=batch_size, lr=lr, lm_lr=lm_lr, train_lm=train_lm, warmup_steps=warmup,
                          eval_every=eval_every, save_every=save_every, precision=precision, seed=seed, weight_decay=0.02, adam_beta2=0.99)
-    _train("decoder", corpus, run, bundle, encoder, decoder, preset, config, _corpus_options(max_tokens, min_tokens, splits_per_chunk, val_size, seed), resume, time_budget, quiet, max_steps)
+    corpus_config = _corpus_config(max_tokens, min_tokens, splits_per_chunk, val_size, seed)
+    _train(TrainRequest("decoder", corpus, run, bundle, encoder, decoder, preset, config, corpus_config, resume, time_budget, quiet, max_steps))
 
 
-def _train(kind, corpus_path, run_dir, bundle, encoder_text, decoder_text, preset, config, corpus_config, resume, budget_minutes, quiet, max_steps_override):
+def _train(request: TrainRequest) -> None:
     quiet_libraries()
     from accelerate import PartialState
 
@@ -113,11 +143,12 @@ def _train(kind, corpus_path, run_dir, bundle, encoder_text, decoder_text, prese
     from dglm_cli.cli.fetch import stage_lines
 
     state = PartialState()
-    with assets.downloads_allowed(stage_lines(quiet or not state.is_main_process)):
-        _train_in_process(state, kind, corpus_path, run_dir, bundle, encoder_text, decoder_text, preset, config, corpus_config, resume, budget_minutes, quiet, max_steps_override)
+    request.quiet = request.quiet or not state.is_main_process
+    with assets.downloads_allowed(stage_lines(request.quiet)):
+        _train_in_process(state, request)
 
 
-def _train_in_process(state, kind, corpus_path, run_dir, bundle, encoder_text, decoder_text, preset, config, corpus_config, resume, budget_minutes, quiet, max_steps_override):
+def _train_in_process(state, r: TrainRequest) -> None:
     from dataclasses import asdict
 
     from dglm_cli.errors import InputError
@@ -133,30 +164,29 @@ def _train_in_process(state, kind, corpus_path, run_dir, bundle, encoder_text, d
         resume_run,
     )
 
-    quiet = quiet or not state.is_main_process
-    config.validate()
+    r.config.validate()
     decoder = None
-    if resume:
+    if r.resume:
         with state.main_process_first():  # the main process writes a changed --max-steps first
-            spec = resume_run(run_dir, kind, max_steps_override if state.is_main_process else None)
+            spec = resume_run(r.run_dir, r.kind, r.max_steps if state.is_main_process else None)
     else:
-        if corpus_path is None:
+        if r.corpus is None:
             raise InputError("give a CORPUS file ('-' for stdin), or --resume an existing run")
-        if bundle:
-            encoder_ref, decoder_ref, encoder_dim = bundle_references(bundle)
+        if r.bundle:
+            encoder_ref, decoder_ref, encoder_dim = bundle_references(r.bundle)
         else:
-            encoder_ref, decoder_ref, encoder_dim = parse_reference(encoder_text), parse_reference(decoder_text), None
+            encoder_ref, decoder_ref = parse_reference(r.encoder), parse_reference(r.decoder)
         with state.main_process_first():
-            corpus_dir, encoder_dim = _cached_corpus(corpus_path, encoder_ref, decoder_ref, corpus_config, quiet)
-        decoder = load_training_decoder(decoder_ref) if kind == "decoder" else None
-        model = model_config(kind, preset, encoder_dim, *(embedding_shape(decoder) if decoder else ()))
-        spec = RunSpec(kind, encoder_ref, decoder_ref, encoder_dim, str(corpus_dir), asdict(model), asdict(config))
+            corpus_dir, encoder_dim = _cached_corpus(r.corpus, encoder_ref, decoder_ref, r.corpus_config, r.quiet)
+        decoder = load_training_decoder(decoder_ref) if r.kind == "decoder" else None
+        model = model_config(r.kind, r.preset, encoder_dim, *(embedding_shape(decoder) if decoder else ()))
+        spec = RunSpec(r.kind, encoder_ref, decoder_ref, encoder_dim, str(corpus_dir), asdict(model), asdict(r.config))
         with state.main_process_first():  # only the main process writes run.json; the others read it
-            spec = create_run(run_dir, spec) if state.is_main_process else load_run(run_dir)
-    trainer = build_trainer(run_dir, spec, decoder)
-    if resume and trainer.resume() and not quiet:
-        stderr.print(f"resumed {run_dir} at step {trainer.step}")
-    _run_with_progress(trainer, spec.train_config.max_steps, budget_minutes, quiet)
+            spec = create_run(r.run_dir, spec) if state.is_main_process else load_run(r.run_dir)
+    trainer = build_trainer(r.run_dir, spec, decoder)
+    if r.resume and trainer.resume() and not r.quiet:
+        stderr.print(f"resumed {r.run_dir} at step {trainer.step}")
+    _run_with_progress(trainer, spec.train_config.max_steps, r.budget_minutes, r.quiet)
 
 
 def parse_reference(text: str) -> dict:
