@@ -16,7 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
 )
 app.command("generate", no_args_is_help=False)(generate.generate)
 app.add_typer(bundle.app, name="bundle")
