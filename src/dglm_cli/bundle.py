@@ -26,6 +26,7 @@ from dglm_cli.decoder import DecoderConfig, SoftPromptDecoder
 from dglm_cli.denoiser import Denoiser, DenoiserConfig
 from dglm_cli.encoder import EncoderConfig, LatentStats, SentenceEncoder
 from dglm_cli.errors import AssetError, BundleError
+from dglm_cli.files import first_line, sha256_file
 from dglm_cli.paths import dglm_home
 from dglm_cli.prompt_generator import PromptGenerator, PromptGeneratorConfig
 
@@ -75,14 +76,6 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise BundleError(f"missing file: {path}") from None
     except (SafetensorError, OSError, ValueError) as error:
         raise BundleError(f"corrupt weights in {path}: {error}") from None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- components
@@ -151,7 +144,7 @@ def _sentence_transformer(reference: dict, base: Path | None, device: str | torc
     try:
         return SentenceTransformer(name, revision=revision, device=str(device))
     except (OSError, ValueError) as error:
-        raise AssetError(f"cannot load encoder {assets.describe(reference)}: {_first_line(error)}") from None
+        raise AssetError(f"cannot load encoder {assets.describe(reference)}: {first_line(error)}") from None
 
 
 def _embedding_dim(model) -> int:
@@ -191,7 +184,7 @@ def load_lm(reference: dict, base: Path | None, device: str | torch.device, dtyp
         tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
         model = AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=dtype)
     except (OSError, ValueError) as error:
-        raise AssetError(f"cannot load decoder {assets.describe(reference)}: {_first_line(error)}") from None
+        raise AssetError(f"cannot load decoder {assets.describe(reference)}: {first_line(error)}") from None
     return model.to(device).eval(), tokenizer
 
 
@@ -202,7 +195,7 @@ def load_tokenizer(reference: dict, base: Path | None = None):
     try:
         return AutoTokenizer.from_pretrained(name, revision=revision)
     except (OSError, ValueError) as error:
-        raise AssetError(f"cannot load the tokenizer of {assets.describe(reference)}: {_first_line(error)}") from None
+        raise AssetError(f"cannot load the tokenizer of {assets.describe(reference)}: {first_line(error)}") from None
 
 
 def save_lm(directory: Path, model, tokenizer) -> None:
@@ -218,10 +211,6 @@ def load_decoder(config: DecoderConfig, base: Path | None, device: str | torch.d
     model.requires_grad_(False)
     return SoftPromptDecoder(model, tokenizer, config)
 
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 # ---------------------------------------------------------------- bundles

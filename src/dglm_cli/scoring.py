@@ -34,10 +34,21 @@ import torch
 import torch.nn.functional as F
 
 from dglm_cli import __version__, assets, metrics
-from dglm_cli.bundle import CONFIG, MANIFEST, WEIGHTS, find_bundle, load_classifier, load_encoder, load_lm, read_json, sha256_file
+from dglm_cli.bundle import (
+    CONFIG,
+    MANIFEST,
+    WEIGHTS,
+    find_bundle,
+    load_classifier,
+    load_encoder,
+    load_lm,
+    read_json,
+    sha256_file,
+)
 from dglm_cli.classifier import LinearClassifier
 from dglm_cli.encoder import EncoderConfig, SentenceEncoder
 from dglm_cli.errors import AssetError, BundleError, InputError
+from dglm_cli.files import first_line
 from dglm_cli.paths import dglm_home
 from dglm_cli.records import json_object
 
@@ -362,7 +373,7 @@ def load_hf_scorer(spec: str, device, batch_size: int = 16) -> HFScorer:
         tokenizer = AutoTokenizer.from_pretrained(target)
         model = AutoModelForSequenceClassification.from_pretrained(target)
     except (OSError, ValueError, KeyError) as error:
-        raise AssetError(f"cannot load scorer {spec}: {_first_line(error)}") from None
+        raise AssetError(f"cannot load scorer {spec}: {first_line(error)}") from None
     architectures = model.config.architectures or []
     if not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise AssetError(f"scorer {spec} is not a text-classification model (architectures: {', '.join(architectures) or 'unknown'})")
@@ -375,10 +386,6 @@ def load_hf_scorer(spec: str, device, batch_size: int = 16) -> HFScorer:
     model.config.pad_token_id = tokenizer.pad_token_id
     return HFScorer(spec, model.to(device).eval(), tokenizer, batch_size)
 
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 # ---------------------------------------------------------------- dglm classifiers
