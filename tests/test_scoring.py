@@ -12,7 +12,7 @@ from dglm_cli import scoring
 from dglm_cli.bundle import save_classifier
 from dglm_cli.classifier import ClassifierConfig, LinearClassifier
 from dglm_cli.errors import AssetError, InputError
-from dglm_cli.tiny import tiny_lm
+from dglm_cli.tiny import save_tiny_lm, tiny_lm
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
@@ -29,11 +29,7 @@ def lm(request):
 
 @pytest.fixture(scope="module")
 def gpt2_dir(tmp_path_factory):
-    model, tokenizer = tiny_lm("gpt2", seed=1)
-    path = tmp_path_factory.mktemp("ppl") / "tiny-gpt2"
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_lm(tmp_path_factory.mktemp("ppl") / "tiny-gpt2", "gpt2", seed=1)
 
 
 def reference_perplexity(model, tokenizer, prompt, continuation):

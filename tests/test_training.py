@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from dglm_cli.cli import app
 from dglm_cli.corpus import CorpusConfig, build_corpus, chunk_tokens, load_corpus, save_corpus, split_chunks
-from dglm_cli.tiny import SENTENCES, bag_of_words_encoder, tiny_lm, tiny_sentence_encoder
+from dglm_cli.tiny import SENTENCES, bag_of_words_encoder, save_tiny_lm, tiny_lm, tiny_sentence_encoder
 
 WORDS = "red green blue cat dog bird river tree stone cloud rain sun moon star fish boat".split()
 TINY = ["--preset", "tiny", "--batch-size", "16", "--warmup", "5"]
@@ -50,9 +50,7 @@ def soup(tmp_path_factory):
     rng = random.Random(1)
     (root / "soup.txt").write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(6)) for _ in range(800)) + "\n")
     bag_of_words_encoder(WORDS).save(str(root / "bow"))
-    model, tokenizer = tiny_lm("gpt2")
-    model.save_pretrained(root / "lm")
-    tokenizer.save_pretrained(root / "lm")
+    save_tiny_lm(root / "lm", "gpt2")
     return root
 
 
@@ -161,9 +159,7 @@ def test_resume_with_more_steps_extends_the_run(tiny_bundle, corpus_file, tmp_pa
 def test_t5_encoder_with_gpt2_and_llama_decoders(tmp_path, corpus_file, family):
     """The paper's pairing (a T5 sentence encoder, a GPT-2 decoder) and a Llama-family decoder."""
     tiny_sentence_encoder(family="t5").save(str(tmp_path / "t5"))
-    model, tokenizer = tiny_lm(family)
-    model.save_pretrained(tmp_path / "lm")
-    tokenizer.save_pretrained(tmp_path / "lm")
+    save_tiny_lm(tmp_path / "lm", family)
     run = tmp_path / "run"
     invoke("train-decoder", corpus_file, "--run", run, "--encoder", tmp_path / "t5", "--decoder", tmp_path / "lm", *TINY,
            "--max-steps", "3", "--eval-every", "3", "-q")

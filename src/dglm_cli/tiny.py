@@ -82,6 +82,14 @@ def tiny_lm(family: str = "gpt2", seed: int = 0, width: int = 48):
 ENCODER_FAMILIES = ("bert", "t5")
 
 
+def save_tiny_lm(directory: Path, family: str = "gpt2", seed: int = 0) -> Path:
+    """A tiny causal LM and its tokenizer saved as a Hugging Face model directory."""
+    model, tokenizer = tiny_lm(family, seed)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return Path(directory)
+
+
 def tiny_sentence_encoder(seed: int = 0, dim: int = ENCODER_DIM, family: str = "bert"):
     """A sentence-transformers model: tiny random BERT or T5 encoder -> mean pooling -> L2 normalisation."""
     from sentence_transformers import SentenceTransformer, models
