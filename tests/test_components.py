@@ -5,7 +5,7 @@ import torch
 
 from dglm_cli.bundle import load_classifier, load_module, save_classifier, save_module
 from dglm_cli.classifier import ClassifierConfig, LinearClassifier
-from dglm_cli.decoder import DecoderConfig, SoftPromptDecoder
+from dglm_cli.decoder import DecoderConfig, SoftPromptDecoder, sample_top_p
 from dglm_cli.denoiser import Denoiser, DenoiserConfig
 from dglm_cli.prompt_generator import PromptGenerator, PromptGeneratorConfig
 from dglm_cli.rng import RecordRNG
@@ -118,3 +118,21 @@ def test_sampling_is_reproducible_and_batch_independent(decoder):
     assert first == decoder.generate(texts, soft, RecordRNG([5, 6, 7], "tokens"), max_new_tokens=8)
     alone = decoder.generate(texts[1:2], soft[1:2], RecordRNG([6], "tokens"), max_new_tokens=8)
     assert alone == first[1:2]
+
+
+def test_nucleus_from_the_top_candidates_matches_a_full_sort():
+    logits = torch.randn(256, 1000) * torch.linspace(0.5, 8, 256)[:, None]  # flat to peaked rows
+    seeds = list(range(256))
+    few = sample_top_p(logits, RecordRNG(seeds, "tokens"), 0.9, 1.0, candidates=20)
+    everything = sample_top_p(logits, RecordRNG(seeds, "tokens"), 0.9, 1.0, candidates=1000)
+    assert torch.equal(few, everything)
+
+
+def test_continuation_loss_of_a_padded_batch_matches_each_row_alone(decoder):
+    prefixes = decoder.tokenize(["The train was late", "A"])
+    continuations = decoder.tokenize([" again.", " long story about the weather that day"])
+    soft = torch.randn(2, 3, decoder.config.embedding_dim)
+    nll, count = decoder.continuation_nll(prefixes, soft, continuations)
+    for row in range(2):
+        alone, alone_count = decoder.continuation_nll(prefixes[row : row + 1], soft[row : row + 1], continuations[row : row + 1])
+        assert torch.allclose(nll[row], alone[0], atol=1e-4) and count[row] == alone_count[0] == len(continuations[row])

@@ -42,7 +42,9 @@ class SoftPromptDecoder:
         self.stop_ids = sorted(i for i in eos if i is not None)
         self.start_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else self.stop_ids[0]
         # transformers 5 renamed `past_key_values` to `cache` (argument and output field)
-        self._cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        parameters = inspect.signature(model.forward).parameters
+        self._cache_name = "cache" if "cache" in parameters else "past_key_values"
+        self._keeps_logits = "logits_to_keep" in parameters
 
     @property
     def device(self) -> torch.device:
@@ -85,17 +87,25 @@ class SoftPromptDecoder:
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         return DecoderBatch(embeds, mask.to(device), positions.to(device), labels.to(device))
 
-    def logits(self, batch: DecoderBatch) -> torch.Tensor:
-        """(B, L, V) next-token logits for an assembled batch."""
-        return self.model(
-            inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+    def logits(self, batch: DecoderBatch, last: int = 0) -> torch.Tensor:
+        """(B, L, V) next-token logits for an assembled batch; (B, last, V) for its last positions only."""
+        kept = {"logits_to_keep": last} if self._keeps_logits else {}
+        logits = self.model(
+            inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, position_ids=batch.position_ids, **kept
         ).logits
+        return logits[:, -last:] if last else logits
 
     def continuation_nll(self, prefix_ids, soft, continuation_ids) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed negative log-likelihood of each row's continuation tokens (B,) and their counts (B,)."""
-        batch = self.assemble(prefix_ids, soft, continuation_ids)
-        labels = batch.labels[:, 1:]  # token i is predicted at position i - 1
-        losses = F.cross_entropy(self.logits(batch)[:, :-1].transpose(1, 2).float(), labels, reduction="none")  # (B, L-1)
+        """Summed negative log-likelihood of each row's continuation tokens (B,) and their counts (B,).
+
+        Rows are left-padded so every continuation ends at the last position; the LM then projects only
+        the last C + 1 hidden states to the vocabulary (C = longest continuation), not all L of them.
+        """
+        batch = self.assemble(prefix_ids, soft, continuation_ids, left_pad=True)
+        kept = min(max(len(c) for c in continuation_ids) + 1, batch.labels.shape[1])
+        labels = batch.labels[:, batch.labels.shape[1] - kept + 1 :]  # (B, C): token i is predicted at position i - 1
+        logits = self.logits(batch, kept)[:, :-1]  # (B, C, V)
+        losses = F.cross_entropy(logits.transpose(1, 2).float(), labels, reduction="none")  # (B, C)
         return losses.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1)
 
     @torch.no_grad()
@@ -153,13 +163,19 @@ def penalize_repetition(logits: torch.Tensor, generated: torch.Tensor, penalty: 
     return logits.scatter(1, generated, torch.where(seen > 0, seen / penalty, seen * penalty))
 
 
-def sample_top_p(logits: torch.Tensor, rng: RecordRNG, top_p: float, temperature: float) -> torch.Tensor:
-    """Nucleus sampling, one uniform draw per row from its own generator; temperature 0 is greedy."""
+def sample_top_p(logits: torch.Tensor, rng: RecordRNG, top_p: float, temperature: float, candidates: int = 512) -> torch.Tensor:
+    """Nucleus sampling, one uniform draw per row from its own generator; temperature 0 is greedy.
+
+    Only the `candidates` most probable tokens are sorted when they hold at least `top_p` of the mass
+    (then the nucleus lies inside them and the draw is the same as with a full sort).
+    """
     uniform = rng.rand(1).squeeze(1)  # (B,), drawn even when greedy to keep streams aligned
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = F.softmax(logits / temperature, dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V)
+    sorted_probs, order = probs.topk(min(candidates, probs.shape[-1]), dim=-1)  # (B, C), descending
+    if top_p == 1 or bool((sorted_probs.sum(dim=-1) < top_p + 1e-4).any()):
+        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V)
     cumulative = sorted_probs.cumsum(dim=-1)
     sorted_probs = sorted_probs.masked_fill(cumulative - sorted_probs >= top_p, 0.0)  # keep the nucleus
     cumulative = sorted_probs.cumsum(dim=-1)

@@ -311,7 +311,16 @@ class DecoderTrainer(Trainer):
         decoder.model.requires_grad_(config.train_lm)
         decoder.model.train(config.train_lm)
         self.decoder = decoder
+        rows = corpus.train_indices.tolist()
+        self.train_lengths = torch.tensor([len(corpus.prefix_ids[r]) + len(corpus.continuation_ids[r]) for r in rows])
         super().__init__(run_dir, prompt_generator, DecoderObjective(prompt_generator, decoder), corpus, config)
+
+    def _permutation(self, epoch: int, n: int) -> torch.Tensor:
+        """The epoch's shuffled order, regrouped so each global batch holds examples of similar length."""
+        order = super()._permutation(epoch, n)
+        lengths = self.train_lengths[order]
+        global_batch = self.config.batch_size * self.accelerator.num_processes
+        return group_by_length(order, lengths, global_batch, generator=torch.Generator().manual_seed(self.config.seed + epoch))
 
     def token_rows(self, rows: torch.Tensor) -> tuple[list[list[int]], list[list[int]]]:
         rows = rows.tolist()
@@ -360,6 +369,20 @@ class DecoderTrainer(Trainer):
 
     def trained_lm_state(self) -> dict[str, torch.Tensor] | None:
         return self.decoder.model.state_dict() if self.config.train_lm else None
+
+
+def group_by_length(order: torch.Tensor, lengths: torch.Tensor, batch: int, generator: torch.Generator, window: int = 32) -> torch.Tensor:
+    """Sort each run of `window` batches of `order` by length, then shuffle those batches among themselves.
+
+    Padding to the longest row then costs little, and every example is still seen once per epoch.
+    """
+    span = batch * window
+    grouped = []
+    for start in range(0, len(order), span):
+        chunk = order[start : start + span][lengths[start : start + span].argsort(stable=True)]
+        batches = list(chunk.split(batch))
+        grouped += [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return torch.cat(grouped)
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
