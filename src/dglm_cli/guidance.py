@@ -8,7 +8,10 @@ Monte-Carlo loss-guided diffusion (Song et al. 2023, LGD-MC), as DGLM applies it
   4. per attribute i: ℓ_ik = −log p_i(y_i | e_k) (toward a label) or −log(1 − p_i(y_i | e_k)) (away);
   5. aggregate over k: "lgd" L_i = −log mean_k exp(−ℓ_ik) (LGD-MC, the default) or
      "harmonic" L_i = log mean_k exp(ℓ_ik) (the official code's choice);
-  6. L = Σ_i w_i L_i and g = ∂L/∂z_t;
+  6. L = Σ_i w_i L_i and g = ∂L/∂z_t by backpropagation through the denoiser ("full", the paper's), or
+     g ≈ α·∂L/∂x̂ ("fast"): the denoiser's Jacobian ∂x̂/∂z_t replaced by α·I, which is exact when the
+     latents are standard Gaussian (they are z-scored) and needs no backward pass through the denoiser,
+     so a guided step costs about what an unguided one does;
   7. ε̂' = ε̂ + s·σ·g, returned as the equivalent v̂' = v̂ + s·σ·g / α.
 """
 
@@ -24,6 +27,7 @@ from dglm_cli.rng import RecordRNG
 from dglm_cli.schedule import v_to_x_eps
 
 AGGREGATES = ("lgd", "harmonic")
+GRADIENTS = ("full", "fast")
 
 
 @dataclass
@@ -67,24 +71,38 @@ def classifier_guidance(
     rng: RecordRNG,
     num_samples: int = 32,
     aggregate: str = "lgd",
+    gradient: str = "full",
 ) -> DenoiseFn:
     """Wrap `denoise`; with scale 0 or no targets, `denoise` itself is returned (bit-identical output)."""
     if scale == 0 or not targets:
         return denoise
     if aggregate not in AGGREGATES:
         raise ValueError(f"unknown aggregate {aggregate!r}; choose from {', '.join(AGGREGATES)}")
+    if gradient not in GRADIENTS:
+        raise ValueError(f"unknown guidance gradient {gradient!r}; choose from {', '.join(GRADIENTS)}")
+
+    def guidance_loss(x_hat: torch.Tensor, alpha2: torch.Tensor) -> torch.Tensor:
+        """Steps 2-5: x̂ (B, D) -> L (B,)."""
+        spread = ((1 - alpha2) / alpha2).sqrt().to(x_hat.dtype)[:, None, None]  # √(σ²/α²), (B, 1, 1)
+        noise = rng.randn(num_samples, x_hat.shape[1], dtype=x_hat.dtype)  # (B, K, D)
+        embeddings = to_embedding(x_hat[:, None, :] + spread * noise)  # (B, K, D)
+        return sum(t.weight * aggregate_losses(t.loss(embeddings), aggregate) for t in targets)
 
     def guided(z: torch.Tensor, alpha2: torch.Tensor) -> torch.Tensor:
-        with torch.enable_grad():
-            z = z.detach().requires_grad_(True)
-            v_hat = denoise(z, alpha2)
-            x_hat, _ = v_to_x_eps(z, v_hat, alpha2)
-            spread = ((1 - alpha2) / alpha2).sqrt().to(z.dtype)[:, None, None]  # √(σ²/α²), (B, 1, 1)
-            noise = rng.randn(num_samples, z.shape[1], dtype=z.dtype)  # (B, K, D)
-            embeddings = to_embedding(x_hat[:, None, :] + spread * noise)  # (B, K, D)
-            loss = sum(t.weight * aggregate_losses(t.loss(embeddings), aggregate) for t in targets)  # (B,)
-            (gradient,) = torch.autograd.grad(loss.sum(), z)
         alpha, sigma = alpha2.sqrt().to(z.dtype)[:, None], (1 - alpha2).sqrt().to(z.dtype)[:, None]
-        return (v_hat + scale * sigma * gradient / alpha).detach()
+        with torch.enable_grad():
+            if gradient == "full":  # 6. g = ∂L/∂z_t through the denoiser
+                z = z.detach().requires_grad_(True)
+                v_hat = denoise(z, alpha2)
+                x_hat, _ = v_to_x_eps(z, v_hat, alpha2)
+                (g,) = torch.autograd.grad(guidance_loss(x_hat, alpha2).sum(), z)
+            else:  # 6. g ≈ α·∂L/∂x̂
+                with torch.no_grad():
+                    v_hat = denoise(z, alpha2)
+                x_hat = v_to_x_eps(z, v_hat, alpha2)[0].requires_grad_(True)
+                (g,) = torch.autograd.grad(guidance_loss(x_hat, alpha2).sum(), x_hat)
+                g = g * alpha
+        # 7. ε̂' = ε̂ + s·σ·g  <=>  v̂' = v̂ + s·σ·g / α
+        return (v_hat + scale * sigma * g / alpha).detach()
 
     return guided

@@ -15,7 +15,7 @@ from dglm_cli.attributes import AttributeSpec, resolve
 from dglm_cli.bundle import Bundle, load_bundle
 from dglm_cli.classifier_store import guidance_classifiers
 from dglm_cli.errors import InputError
-from dglm_cli.guidance import AGGREGATES, AttributeTarget, classifier_guidance
+from dglm_cli.guidance import AGGREGATES, GRADIENTS, AttributeTarget, classifier_guidance
 from dglm_cli.records import Prompt
 from dglm_cli.rng import RecordRNG
 from dglm_cli.sampler import SAMPLERS, sample
@@ -35,6 +35,7 @@ class GenerationSettings:
     repetition_penalty: float = 1.2
     mc_samples: int = 32  # K, Monte-Carlo samples per guidance step
     aggregate: str = "lgd"
+    guidance_gradient: str = "full"  # "fast": skip the backward pass through the denoiser (guidance.py step 6)
     renoise_alpha2: float | None = None  # None: the prompt generator's inference_alpha2
     seed: int = 0
     batch_size: int = 16
@@ -45,6 +46,7 @@ class GenerationSettings:
             (self.steps >= 1, "--steps must be at least 1"),
             (self.sampler in SAMPLERS, f"--sampler must be one of {', '.join(SAMPLERS)}"),
             (self.aggregate in AGGREGATES, f"aggregate must be one of {', '.join(AGGREGATES)}"),
+            (self.guidance_gradient in GRADIENTS, f"--guidance-gradient must be one of {', '.join(GRADIENTS)}"),
             (0 < self.top_p <= 1, "--top-p must be in (0, 1]"),
             (self.temperature >= 0, "--temperature must be >= 0"),
             (self.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
@@ -165,6 +167,7 @@ class Pipeline:
         denoise = classifier_guidance(
             denoise, targets, settings.guidance_scale, b.stats.to_embedding,
             RecordRNG(seeds, "guidance", self.device), settings.mc_samples, settings.aggregate,
+            settings.guidance_gradient,
         )
         # 4. reverse diffusion -> x̂ (B, D), mapped to the unit sphere and back to a latent
         with self._stage("diffusion"):
@@ -225,6 +228,7 @@ class Pipeline:
                 "max_new_tokens": settings.max_new_tokens,
                 "mc_samples": settings.mc_samples,
                 "aggregate": settings.aggregate,
+                "guidance_gradient": settings.guidance_gradient,
                 "renoise_alpha2": self._renoise_alpha2(settings),
             },
         }

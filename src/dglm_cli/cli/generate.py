@@ -30,6 +30,7 @@ def generate(
     repetition_penalty: Annotated[float, typer.Option(help="CTRL repetition penalty on generated tokens (1 = off).")] = 1.2,
     mc_samples: Annotated[int, typer.Option(help="Monte-Carlo samples per guidance step.")] = 32,
     aggregate: Annotated[str, typer.Option(help="Monte-Carlo loss aggregate: lgd (mean probability) or harmonic (official code).")] = "lgd",
+    guidance_gradient: Annotated[str, typer.Option(help="full: backpropagate the guidance loss through the denoiser (paper); fast: skip that backward pass (about the cost of unguided sampling).")] = "full",
     renoise: Annotated[float | None, typer.Option(help="α² at which the proposal is re-noised for the prompt generator (default: the bundle's).")] = None,
     seed: Annotated[int, typer.Option(help="Base seed; record i gets seed + i, so every record is reproducible alone.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Records generated together.")] = 16,
@@ -59,6 +60,7 @@ def generate(
         num_samples=num_samples, guidance_scale=guidance, cfg=cfg, steps=steps, sampler=sampler,
         max_new_tokens=max_new_tokens, top_p=top_p, temperature=temperature,
         repetition_penalty=repetition_penalty, mc_samples=mc_samples, aggregate=aggregate,
+        guidance_gradient=guidance_gradient,
         renoise_alpha2=renoise, seed=seed, batch_size=batch_size,
     )
     settings.validate()
