@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from dglm_cli.bundle import FORMAT_VERSION, MANIFEST, load_bundle
+from dglm_cli.bundle import FORMAT_VERSION, MANIFEST, load_bundle, write_model_card
 from dglm_cli.errors import BundleError
 from dglm_cli.pipeline import GenerationSettings, Pipeline
 
@@ -81,3 +81,10 @@ def test_not_a_bundle(tmp_path):
         load_bundle(tmp_path)
     with pytest.raises(BundleError, match="bundle not found"):
         load_bundle(tmp_path / "nothing-here")
+
+
+def test_a_new_model_card_keeps_the_bundle_verifiable(bundle_copy):
+    write_model_card(bundle_copy, "# evaluated\n")
+    load_bundle(bundle_copy)  # checksums verified
+    assert (bundle_copy / "README.md").read_text() == "# evaluated\n"
+    assert not list(bundle_copy.glob("*.tmp"))

@@ -12,7 +12,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from dglm_cli.bundle import read_tensors
 from dglm_cli.cli import app
+from dglm_cli.files import sha256_file
 from dglm_cli.corpus import CorpusConfig, build_corpus, chunk_tokens, load_corpus, save_corpus, split_chunks
 from dglm_cli.tiny import SENTENCES, bag_of_words_encoder, save_tiny_lm, tiny_lm, tiny_sentence_encoder
 
@@ -99,6 +101,39 @@ def test_decoder_soft_prompt_carries_the_latent(soup, tmp_path):
     true, shuffled = validations(run, "val_true_latent"), validations(run, "val_shuffled_latent")
     assert true[-1] < true[0] - 1.0  # it learned
     assert true[-1] < shuffled[-1] - 0.05  # and the latent steers it
+
+
+def test_adapter_fine_tuning_ships_only_the_adapters(soup, tmp_path):
+    from dglm_cli.adapters import adapter_state
+    from dglm_cli.bundle import load_bundle
+    from dglm_cli.runs import build_trainer, load_run
+
+    models = ["--encoder", soup / "bow", "--decoder", soup / "lm", *TINY]
+    run = tmp_path / "decoder"
+    invoke("train-decoder", soup / "soup.txt", "--run", run, *models, "--max-steps", "150", "--eval-every", "75",
+           "--save-every", "75", "--lr", "3e-3", "--lora-rank", "8", "--lm-lr", "1e-2", "-q")
+    # a random tiny LM cannot learn the soup's words through adapters alone (its embeddings and head stay
+    # frozen), so this checks that the adapters train and travel; steering is tested with --train-lm above
+    true = validations(run, "val_true_latent")
+    assert true[-1] < true[0] - 0.3
+
+    resumed = build_trainer(run, load_run(run))
+    assert resumed.resume()  # the adapters come back with the run
+    saved = read_tensors(run / "checkpoints" / "step-0000150" / "lm.safetensors")
+    assert any(k.endswith(".up") and v.abs().sum() > 0 for k, v in saved.items())
+    assert all(torch.equal(v, saved[k]) for k, v in adapter_state(resumed.decoder.model).items())
+
+    invoke("train-diffusion", soup / "soup.txt", "--run", tmp_path / "diffusion", *models, "--max-steps", "2", "-q")
+    out = tmp_path / "bundle"
+    invoke("export", tmp_path / "diffusion", run, "--out", out)
+    files = json.loads((out / "dglm.json").read_text())["files"]
+    assert "decoder/adapter.safetensors" in files
+    assert files["decoder/lm/model.safetensors"] == sha256_file(soup / "lm" / "model.safetensors")  # the base LM, unchanged
+    assert json.loads((out / "decoder" / "config.json").read_text())["adapter_rank"] == 8
+    ids = torch.tensor([[3, 4, 5, 6]])
+    with torch.no_grad():  # loading merges the adapters into the LM's weights
+        merged, wrapped = load_bundle(out).decoder.model(input_ids=ids).logits, resumed.decoder.model(input_ids=ids).logits
+    assert torch.allclose(merged, wrapped, atol=1e-4)
 
 
 def test_export_then_generate(diffusion_run, tiny_bundle, corpus_file, tmp_path):

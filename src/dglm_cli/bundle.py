@@ -34,6 +34,7 @@ FORMAT_VERSION = 1
 MANIFEST = "dglm.json"
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
+ADAPTER = "decoder/adapter.safetensors"  # low-rank adapters of a fine-tuned decoder (dglm_cli.adapters)
 
 
 # ---------------------------------------------------------------- files
@@ -208,8 +209,22 @@ def load_decoder(config: DecoderConfig, base: Path | None, device: str | torch.d
     width = model.get_input_embeddings().embedding_dim
     if width != config.embedding_dim:
         raise BundleError(f"decoder {assets.describe(config.reference)} has width {width}, bundle expects {config.embedding_dim}")
+    if config.adapter_rank:
+        _merge_adapter(model, config, base)
     model.requires_grad_(False)
     return SoftPromptDecoder(model, tokenizer, config)
+
+
+def _merge_adapter(model, config: DecoderConfig, base: Path | None) -> None:
+    from dglm_cli.adapters import adapter_rank, merge_adapters
+
+    state = read_tensors(Path(base or ".") / ADAPTER)
+    if adapter_rank(state) != config.adapter_rank:
+        raise BundleError(f"{ADAPTER} has rank {adapter_rank(state)}, decoder/config.json says {config.adapter_rank}")
+    try:
+        merge_adapters(model, state)
+    except (KeyError, RuntimeError) as error:
+        raise BundleError(f"{ADAPTER} does not fit decoder {assets.describe(config.reference)}: {first_line(error)}") from None
 
 
 
@@ -315,6 +330,7 @@ def save_bundle(
     classifiers: dict[str, LinearClassifier] | None = None,
     encoder_model=None,
     lm=None,
+    adapter: dict[str, torch.Tensor] | None = None,
     copies: dict[str, Path] | None = None,
     card: str = "",
     info: dict | None = None,
@@ -323,7 +339,8 @@ def save_bundle(
     """Write a bundle into a temporary sibling directory, then rename it into place.
 
     `encoder_model` (a SentenceTransformer) and `lm` ((model, tokenizer)) are stored inside the bundle
-    when given, and `copies` maps bundle-relative directories to model directories copied in as they are;
+    when given, `adapter` (low-rank adapter tensors, see dglm_cli.adapters) goes to decoder/adapter.safetensors,
+    and `copies` maps bundle-relative directories to model directories copied in as they are;
     the configs' references must then be {"kind": "embedded", ...}.
     """
     path = Path(path)
@@ -341,6 +358,8 @@ def save_bundle(
         write_json(staging / "decoder" / CONFIG, config_to_dict(decoder_config))
         if lm is not None:
             save_lm(staging / decoder_config.reference["path"], *lm)
+        if adapter is not None:
+            write_tensors(staging / ADAPTER, adapter)
         for relative, source in (copies or {}).items():
             shutil.copytree(source, staging / relative, ignore=shutil.ignore_patterns("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt"))
         for name, classifier in (classifiers or {}).items():
@@ -384,6 +403,15 @@ def _replace_dir(staging: Path, path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, path)
+
+
+def write_model_card(path: Path, text: str) -> None:
+    """Replace an existing bundle's README.md (model card) and its checksum in the manifest."""
+    manifest = read_manifest(path)
+    with tempfile.NamedTemporaryFile("w", dir=path, suffix=".tmp", delete=False, encoding="utf-8") as f:
+        f.write(text)
+    os.replace(f.name, path / "README.md")
+    write_json(path / MANIFEST, {**manifest, "files": {**manifest.get("files", {}), "README.md": sha256_file(path / "README.md")}})
 
 
 def add_classifier(path: Path, name: str, classifier: LinearClassifier, overwrite: bool = False) -> Path:

@@ -21,6 +21,7 @@ class DecoderConfig:
     reference: dict  # where the causal LM comes from (see dglm_cli.assets)
     embedding_dim: int
     fine_tuned: bool = False  # weights travel inside the bundle (decoder/lm/)
+    adapter_rank: int = 0  # > 0: low-rank adapters in decoder/adapter.safetensors are merged at load
 
 
 @dataclass
@@ -126,6 +127,7 @@ class SoftPromptDecoder:
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
             use_cache=True,
+            **({"logits_to_keep": 1} if self._keeps_logits else {}),  # the prefill needs the last position only
         )
         mask, positions = batch.attention_mask, batch.position_ids[:, -1:]
         generated = torch.empty(len(prefixes), 0, dtype=torch.long, device=self.device)

@@ -137,6 +137,8 @@ def export_bundle(run_dirs: list[Path], out: Path, overwrite: bool = False, devi
     prompt_generator = _ema_module(decoder_dir, PromptGenerator, decoder.model_config())
     encoder_config, copies = _embed_if_local(diffusion.encoder, "encoder/model", diffusion.encoder_dim)
     lm, decoder_config, lm_copies = _decoder_part(decoder_dir, decoder, prompt_generator.config.lm_dim, device)
+    adapter = lm if decoder_config.adapter_rank else None
+    lm = None if adapter is not None else lm
     info = {
         "kind": "trained",
         "training": {kind: {"steps": _steps(d), "metrics": last_metrics(d), "corpus": s.corpus} for kind, (d, s) in runs.items()},
@@ -144,7 +146,7 @@ def export_bundle(run_dirs: list[Path], out: Path, overwrite: bool = False, devi
     card = _model_card(runs)
     return save_bundle(
         out, encoder_config=encoder_config, stats=stats, denoiser=denoiser, prompt_generator=prompt_generator,
-        decoder_config=decoder_config, lm=lm, copies=copies | lm_copies, card=card, info=info, overwrite=overwrite,
+        decoder_config=decoder_config, lm=lm, adapter=adapter, copies=copies | lm_copies, card=card, info=info, overwrite=overwrite,
     )
 
 
@@ -179,6 +181,11 @@ def _embed_if_local(reference: dict, relative: str, dim: int) -> tuple[EncoderCo
 
 def _decoder_part(run_dir: Path, spec: RunSpec, lm_dim: int, device: str):
     checkpoint = load_checkpoint(run_dir)
+    if spec.train_config.lora_rank:
+        reference, copies = spec.decoder, {}
+        if spec.decoder.get("kind") == "path":
+            reference, copies = {"kind": "embedded", "path": "decoder/lm"}, {"decoder/lm": Path(spec.decoder["path"])}
+        return checkpoint.lm, DecoderConfig(reference, lm_dim, adapter_rank=spec.train_config.lora_rank), copies
     if spec.train_config.train_lm:
         from dglm_cli.bundle import load_lm
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from dglm_cli import checkpoints
+from dglm_cli.adapters import adapter_state, add_adapters, load_adapter_state
 from dglm_cli.corpus import LatentCorpus
 from dglm_cli.decoder import SoftPromptDecoder
 from dglm_cli.denoiser import Denoiser
@@ -43,6 +44,7 @@ class TrainConfig:
     lr: float = 1e-3
     lm_lr: float = 3e-5  # for the LM when it is fine-tuned
     train_lm: bool = False
+    lora_rank: int = 0  # > 0: fine-tune the LM through low-rank adapters of this rank instead (lr lm_lr)
     warmup_steps: int = 100
     weight_decay: float = 0.1  # on matrices only, not on biases, gains or the null embedding
     grad_clip: float = 1.0
@@ -64,6 +66,10 @@ class TrainConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
         if self.lr <= 0 or self.lm_lr <= 0:
             raise InputError("learning rates must be positive")
+        if self.lora_rank < 0:
+            raise InputError("--lora-rank must be >= 0")
+        if self.lora_rank and self.train_lm:
+            raise InputError("--train-lm and --lora-rank exclude each other: fine-tune the whole LM or adapters")
         if self.precision not in PRECISIONS:
             raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}")
 
@@ -201,6 +207,9 @@ class Trainer:
     def trained_lm_state(self) -> dict[str, torch.Tensor] | None:
         return None
 
+    def load_trained_lm_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.accelerator.unwrap_model(self.objective).lm.load_state_dict(state)
+
     def save(self) -> None:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
@@ -227,7 +236,7 @@ class Trainer:
             return False
         self.head.load_state_dict(checkpoint.weights)
         if checkpoint.lm is not None:
-            self.accelerator.unwrap_model(self.objective).lm.load_state_dict(checkpoint.lm)
+            self.load_trained_lm_state(checkpoint.lm)
         self.ema.shadow = {k: v.float() for k, v in checkpoint.ema.items()}
         self.optimizer.load_state_dict(checkpoint.optimizer)
         self.load_extra_state(checkpoint.extra)
@@ -308,7 +317,10 @@ class DecoderTrainer(Trainer):
     kind = "decoder"
 
     def __init__(self, run_dir: Path, prompt_generator: PromptGenerator, decoder: SoftPromptDecoder, corpus: LatentCorpus, config: TrainConfig):
-        decoder.model.requires_grad_(config.train_lm)
+        if config.lora_rank:
+            add_adapters(decoder.model, config.lora_rank)
+        else:
+            decoder.model.requires_grad_(config.train_lm)
         decoder.model.train(config.train_lm)
         self.decoder = decoder
         rows = corpus.train_indices.tolist()
@@ -368,7 +380,15 @@ class DecoderTrainer(Trainer):
         return {name: total / max(count, 1) for name, (total, count) in totals.items()}
 
     def trained_lm_state(self) -> dict[str, torch.Tensor] | None:
+        if self.config.lora_rank:
+            return adapter_state(self.decoder.model)
         return self.decoder.model.state_dict() if self.config.train_lm else None
+
+    def load_trained_lm_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self.config.lora_rank:
+            load_adapter_state(self.decoder.model, state)
+        else:
+            super().load_trained_lm_state(state)
 
 
 def group_by_length(order: torch.Tensor, lengths: torch.Tensor, batch: int, generator: torch.Generator, window: int = 32) -> torch.Tensor:

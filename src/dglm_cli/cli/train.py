@@ -109,7 +109,8 @@ def train_decoder(
     batch_size: Batch = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate of the prompt generator.")] = 3e-4,
     train_lm: Annotated[bool, typer.Option("--train-lm", help="Fine-tune the language model too.")] = False,
-    lm_lr: Annotated[float, typer.Option(help="Learning rate of the language model with --train-lm.")] = 3e-5,
+    lora_rank: Annotated[int, typer.Option(help="Fine-tune the language model through low-rank adapters of this rank (0 = off); the bundle ships only the adapters.")] = 0,
+    lm_lr: Annotated[float, typer.Option(help="Learning rate of the language model with --train-lm or --lora-rank.")] = 3e-5,
     warmup: Warmup = 200,
     eval_every: EvalEvery = 250,
     save_every: SaveEvery = 250,
@@ -124,12 +125,14 @@ def train_decoder(
 ) -> None:
     """Train the prompt generator through the decoder (Gaussian noise augmentation of the latent).
 
-    The decoder is frozen unless --train-lm. Validation reports the continuation loss with the true
+    The decoder is frozen unless --train-lm (all weights) or --lora-rank R (low-rank adapters, a small
+    delta that export ships instead of a copy of the LM). Validation reports the continuation loss with the true
     latent, with a shuffled latent and with no soft prompt: the gap is how much the soft prompt steers.
     """
     from dglm_cli.training import TrainConfig
 
-    config = TrainConfig(max_steps=max_steps or 5_000, batch_size=batch_size, lr=lr, lm_lr=lm_lr, train_lm=train_lm, warmup_steps=warmup,
+    config = TrainConfig(max_steps=max_steps or 5_000, batch_size=batch_size, lr=lr, lm_lr=lm_lr, train_lm=train_lm, lora_rank=lora_rank,
+                         warmup_steps=warmup,
                          eval_every=eval_every, save_every=save_every, precision=precision, seed=seed, weight_decay=0.02, adam_beta2=0.99)
     corpus_config = _corpus_config(max_tokens, min_tokens, splits_per_chunk, val_size, seed)
     _train(TrainRequest("decoder", corpus, run, bundle, encoder, decoder, preset, config, corpus_config, resume, time_budget, quiet, max_steps))
