@@ -136,3 +136,18 @@ def test_continuation_loss_of_a_padded_batch_matches_each_row_alone(decoder):
     for row in range(2):
         alone, alone_count = decoder.continuation_nll(prefixes[row : row + 1], soft[row : row + 1], continuations[row : row + 1])
         assert torch.allclose(nll[row], alone[0], atol=1e-4) and count[row] == alone_count[0] == len(continuations[row])
+
+
+def test_bag_of_words_loss_mixes_the_soft_positions_predictions(decoder):
+    import math
+
+    prefixes = decoder.tokenize(["The cat sat", ""])
+    continuations = decoder.tokenize([" on the mat.", " a longer continuation than the first"])
+    soft = torch.randn(2, 3, decoder.config.embedding_dim)
+    nll, count, bow = decoder.continuation_losses(prefixes, soft, continuations, bag_of_words=True)
+    assert torch.allclose(nll, decoder.continuation_nll(prefixes, soft, continuations)[0])
+    for row in range(2):
+        logits = decoder.logits(decoder.assemble(prefixes[row : row + 1], soft[row : row + 1], continuations[row : row + 1]))[0]
+        start = len(prefixes[row])
+        mixture = torch.logsumexp(logits[start : start + 3].log_softmax(-1), dim=0) - math.log(3)
+        assert torch.allclose(bow[row], -mixture[torch.tensor(continuations[row])].mean(), atol=1e-5)

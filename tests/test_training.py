@@ -117,6 +117,11 @@ def test_adapter_fine_tuning_ships_only_the_adapters(soup, tmp_path):
     true = validations(run, "val_true_latent")
     assert true[-1] < true[0] - 0.3
 
+    invoke("train-decoder", soup / "soup.txt", "--run", tmp_path / "next", *models, "--max-steps", "2", "--eval-every", "2",
+           "--lora-rank", "8", "--bag-of-words-weight", "0.5", "--init-from", run, "-q")
+    assert "bag_of_words_loss" in metrics(tmp_path / "next")[1]
+    assert validations(tmp_path / "next", "val_true_latent")[0] == pytest.approx(true[-1], abs=0.05)  # it starts where `run` ended
+
     resumed = build_trainer(run, load_run(run))
     assert resumed.resume()  # the adapters come back with the run
     saved = read_tensors(run / "checkpoints" / "step-0000150" / "lm.safetensors")

@@ -6,6 +6,7 @@ temperature, repetition penalty) so that each row draws its tokens from its own 
 """
 
 import inspect
+import math
 from dataclasses import dataclass
 
 import torch
@@ -97,17 +98,38 @@ class SoftPromptDecoder:
         return logits[:, -last:] if last else logits
 
     def continuation_nll(self, prefix_ids, soft, continuation_ids) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed negative log-likelihood of each row's continuation tokens (B,) and their counts (B,).
+        """Summed negative log-likelihood of each row's continuation tokens (B,) and their counts (B,)."""
+        nll, counts, _ = self.continuation_losses(prefix_ids, soft, continuation_ids)
+        return nll, counts
+
+    def continuation_losses(self, prefix_ids, soft, continuation_ids, bag_of_words: bool = False):
+        """(summed continuation NLL (B,), token counts (B,), bag-of-words loss (B,) or None).
 
         Rows are left-padded so every continuation ends at the last position; the LM then projects only
         the last C + 1 hidden states to the vocabulary (C = longest continuation), not all L of them.
+        The bag-of-words loss asks the LM's next-token distributions at the k soft positions, as an equal
+        mixture, to cover the continuation's tokens: −mean_i log (1/k Σ_j p_j(token_i)).
         """
         batch = self.assemble(prefix_ids, soft, continuation_ids, left_pad=True)
-        kept = min(max(len(c) for c in continuation_ids) + 1, batch.labels.shape[1])
-        labels = batch.labels[:, batch.labels.shape[1] - kept + 1 :]  # (B, C): token i is predicted at position i - 1
-        logits = self.logits(batch, kept)[:, :-1]  # (B, C, V)
-        losses = F.cross_entropy(logits.transpose(1, 2).float(), labels, reduction="none")  # (B, C)
-        return losses.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1)
+        width, k = batch.labels.shape[1], soft.shape[1]
+        kept = min(max(len(c) for c in continuation_ids) + 1, width)
+        logits = self.logits(batch, kept + k if bag_of_words else kept)  # (B, kept [+ k], V)
+        labels = batch.labels[:, width - kept + 1 :]  # (B, C): token i is predicted at position i - 1
+        losses = F.cross_entropy(logits[:, -kept:-1].transpose(1, 2).float(), labels, reduction="none")  # (B, C)
+        counts = (labels != IGNORE_INDEX).sum(dim=1)
+        bow = self._bag_of_words_loss(logits, batch.labels, continuation_ids, k) if bag_of_words and k else None
+        return losses.sum(dim=1), counts, bow
+
+    @staticmethod
+    def _bag_of_words_loss(logits, labels, continuation_ids, k: int) -> torch.Tensor:
+        rows = torch.arange(len(continuation_ids), device=logits.device)
+        soft_end = logits.shape[1] - 1 - torch.tensor([len(c) for c in continuation_ids], device=logits.device)  # last soft position
+        positions = soft_end[:, None] - torch.arange(k - 1, -1, -1, device=logits.device)  # (B, k)
+        log_mix = torch.logsumexp(logits[rows[:, None], positions].float().log_softmax(dim=-1), dim=1) - math.log(k)  # (B, V)
+        targets = labels[:, -logits.shape[1] + 1 :].clamp(min=0)  # (B, C'), padding -> token 0, masked below
+        mask = labels[:, -logits.shape[1] + 1 :] != IGNORE_INDEX
+        picked = log_mix.gather(1, targets)  # (B, C')
+        return -(picked * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
     @torch.no_grad()
     def generate(

@@ -89,10 +89,11 @@ class DecoderObjective(nn.Module):
         """α² = sigmoid(logit(cos²(πt/2)) + 2 ln shift) for t ~ U(0, 1)."""
         return self.augmentation.alpha2(t)
 
-    def forward(self, x, alpha2, noise, prefix_ids, continuation_ids):
-        """Summed continuation NLL (B,) and token counts (B,) with the latent x noised at α²."""
+    def forward(self, x, alpha2, noise, prefix_ids, continuation_ids, bag_of_words: bool = False):
+        """Summed continuation NLL (B,), token counts (B,) and, if asked, the bag-of-words loss (B,)
+        at the soft positions (see SoftPromptDecoder.continuation_losses), with the latent x noised at α²."""
         soft = self.prompt_generator(diffuse(x, noise, alpha2), alpha2)  # (B, k, E)
-        return self.decoder.continuation_nll(prefix_ids, soft, continuation_ids)
+        return self.decoder.continuation_losses(prefix_ids, soft, continuation_ids, bag_of_words)
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int) -> float:

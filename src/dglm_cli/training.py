@@ -45,6 +45,7 @@ class TrainConfig:
     lm_lr: float = 3e-5  # for the LM when it is fine-tuned
     train_lm: bool = False
     lora_rank: int = 0  # > 0: fine-tune the LM through low-rank adapters of this rank instead (lr lm_lr)
+    bag_of_words_weight: float = 0.0  # weight of the bag-of-words loss at the soft positions (decoder runs)
     warmup_steps: int = 100
     weight_decay: float = 0.1  # on matrices only, not on biases, gains or the null embedding
     grad_clip: float = 1.0
@@ -66,8 +67,8 @@ class TrainConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
         if self.lr <= 0 or self.lm_lr <= 0:
             raise InputError("learning rates must be positive")
-        if self.lora_rank < 0:
-            raise InputError("--lora-rank must be >= 0")
+        if self.lora_rank < 0 or self.bag_of_words_weight < 0:
+            raise InputError("--lora-rank and --bag-of-words-weight must be >= 0")
         if self.lora_rank and self.train_lm:
             raise InputError("--train-lm and --lora-rank exclude each other: fine-tune the whole LM or adapters")
         if self.precision not in PRECISIONS:
@@ -210,6 +211,19 @@ class Trainer:
     def load_trained_lm_state(self, state: dict[str, torch.Tensor]) -> None:
         self.accelerator.unwrap_model(self.objective).lm.load_state_dict(state)
 
+    def initialize_from(self, run_dir: Path) -> None:
+        """Start a new run from another run's latest weights (head, EMA and trained LM part); step stays 0."""
+        checkpoint = checkpoints.load_checkpoint(run_dir)
+        if checkpoint is None:
+            raise InputError(f"--init-from: {run_dir} has no checkpoint")
+        try:
+            self.head.load_state_dict(checkpoint.weights)
+            if checkpoint.lm is not None and self.trained_lm_state() is not None:
+                self.load_trained_lm_state(checkpoint.lm)
+        except (KeyError, RuntimeError) as error:
+            raise InputError(f"--init-from: {run_dir} does not fit this run ({str(error).splitlines()[0]})") from None
+        self.ema.shadow = {k: v.float().clone() for k, v in checkpoint.ema.items()}
+
     def save(self) -> None:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
@@ -346,11 +360,15 @@ class DecoderTrainer(Trainer):
         t = torch.rand(len(x), generator=generator, dtype=torch.float64)
         noise = torch.randn(x.shape, generator=generator).to(self.device)
         alpha2 = self.accelerator.unwrap_model(self.objective).noise_level(t).float().to(self.device)
+        weight = self.config.bag_of_words_weight
         with self.accelerator.autocast():
-            nll, counts = self.objective(x, alpha2, noise, *self.token_rows(rows))
+            nll, counts, bag_of_words = self.objective(x, alpha2, noise, *self.token_rows(rows), bag_of_words=weight > 0)
         loss = nll.sum() / counts.sum().clamp(min=1)
-        self.accelerator.backward(loss)
-        return {"loss": loss.item()}
+        if bag_of_words is None:
+            self.accelerator.backward(loss)
+            return {"loss": loss.item()}
+        self.accelerator.backward(loss + weight * bag_of_words.mean())
+        return {"loss": loss.item(), "bag_of_words_loss": bag_of_words.mean().item()}
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -368,7 +386,7 @@ class DecoderTrainer(Trainer):
             noise = torch.randn(x.shape, generator=generator).to(self.device)
             alpha2 = torch.full((len(x),), alpha2_value, device=self.device)
             for name, latent in (("true_latent", x), ("shuffled_latent", x.roll(1, dims=0))):
-                nll, counts = objective(latent, alpha2, noise, prefix_ids, continuation_ids)
+                nll, counts, _ = objective(latent, alpha2, noise, prefix_ids, continuation_ids)
                 totals[name][0] += nll.sum().item()
                 totals[name][1] += counts.sum().item()
             empty = x.new_zeros(len(x), 0, self.decoder.config.embedding_dim)

@@ -50,6 +50,7 @@ class TrainRequest:
     budget_minutes: float | None
     quiet: bool
     max_steps: int | None  # as given on the command line (with --resume: extends the run)
+    init_from: Path | None = None  # a new run starts from this run's latest weights
 
 
 def _corpus_config(max_tokens, min_tokens, splits, val_size, seed):
@@ -111,6 +112,8 @@ def train_decoder(
     train_lm: Annotated[bool, typer.Option("--train-lm", help="Fine-tune the language model too.")] = False,
     lora_rank: Annotated[int, typer.Option(help="Fine-tune the language model through low-rank adapters of this rank (0 = off); the bundle ships only the adapters.")] = 0,
     lm_lr: Annotated[float, typer.Option(help="Learning rate of the language model with --train-lm or --lora-rank.")] = 3e-5,
+    bag_of_words_weight: Annotated[float, typer.Option(help="Weight of an auxiliary loss asking the LM's predictions at the soft positions to cover the continuation's tokens (0 = off).")] = 0.0,
+    init_from: Annotated[Path | None, typer.Option(help="Start a new run from this decoder run's latest weights.")] = None,
     warmup: Warmup = 200,
     eval_every: EvalEvery = 250,
     save_every: SaveEvery = 250,
@@ -132,10 +135,11 @@ def train_decoder(
     from dglm_cli.training import TrainConfig
 
     config = TrainConfig(max_steps=max_steps or 5_000, batch_size=batch_size, lr=lr, lm_lr=lm_lr, train_lm=train_lm, lora_rank=lora_rank,
+                         bag_of_words_weight=bag_of_words_weight,
                          warmup_steps=warmup,
                          eval_every=eval_every, save_every=save_every, precision=precision, seed=seed, weight_decay=0.02, adam_beta2=0.99)
     corpus_config = _corpus_config(max_tokens, min_tokens, splits_per_chunk, val_size, seed)
-    _train(TrainRequest("decoder", corpus, run, bundle, encoder, decoder, preset, config, corpus_config, resume, time_budget, quiet, max_steps))
+    _train(TrainRequest("decoder", corpus, run, bundle, encoder, decoder, preset, config, corpus_config, resume, time_budget, quiet, max_steps, init_from))
 
 
 def _train(request: TrainRequest) -> None:
@@ -187,6 +191,8 @@ def _train_in_process(state, r: TrainRequest) -> None:
         with state.main_process_first():  # only the main process writes run.json; the others read it
             spec = create_run(r.run_dir, spec) if state.is_main_process else load_run(r.run_dir)
     trainer = build_trainer(r.run_dir, spec, decoder)
+    if r.init_from and not r.resume:
+        trainer.initialize_from(r.init_from)
     if r.resume and trainer.resume() and not r.quiet:
         stderr.print(f"resumed {r.run_dir} at step {trainer.step}")
     _run_with_progress(trainer, spec.train_config.max_steps, r.budget_minutes, r.quiet)
