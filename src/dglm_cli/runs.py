@@ -118,8 +118,10 @@ def last_metrics(run_dir: Path) -> dict:
     return latest
 
 
-def export_bundle(run_dirs: list[Path], out: Path, overwrite: bool = False, device: str = "cpu") -> Path:
-    """EMA weights of one diffusion run and one decoder run -> a bundle that `dglm generate` loads."""
+def export_bundle(run_dirs: list[Path], out: Path, overwrite: bool = False, device: str = "cpu", half: bool = False) -> Path:
+    """EMA weights of one diffusion run and one decoder run -> a bundle that `dglm generate` loads.
+
+    `half` stores the heads and adapters as float16 (they are loaded back into float32 modules)."""
     runs = {}
     for run_dir in map(Path, run_dirs):
         spec = load_run(run_dir)
@@ -139,6 +141,9 @@ def export_bundle(run_dirs: list[Path], out: Path, overwrite: bool = False, devi
     lm, decoder_config, lm_copies = _decoder_part(decoder_dir, decoder, prompt_generator.config.lm_dim, device)
     adapter = lm if decoder_config.adapter_rank else None
     lm = None if adapter is not None else lm
+    if half:
+        denoiser, prompt_generator = denoiser.half(), prompt_generator.half()
+        adapter = adapter and {k: v.half() for k, v in adapter.items()}
     info = {
         "kind": "trained",
         "training": {kind: {"steps": _steps(d), "metrics": last_metrics(d), "corpus": s.corpus} for kind, (d, s) in runs.items()},

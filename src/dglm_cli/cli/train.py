@@ -266,11 +266,12 @@ def export(
     runs: Annotated[list[Path], typer.Argument(help="A diffusion run and a decoder run.")],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to write.")],
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    half: Annotated[bool, typer.Option("--half", help="Store the heads and adapters as float16 (half the size; loaded as float32).")] = False,
 ) -> None:
     """Export the EMA weights of a diffusion run and a decoder run as a bundle."""
     quiet_libraries()
     from dglm_cli.runs import export_bundle
 
-    path = export_bundle(runs, out, overwrite=force)
+    path = export_bundle(runs, out, overwrite=force, half=half)
     stderr.print(f"exported {', '.join(map(str, runs))}")
     typer.echo(str(path))
