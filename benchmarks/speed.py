@@ -14,6 +14,7 @@ import argparse
 import resource
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4, help="samples per prompt")
     parser.add_argument("--steps", type=int, default=GenerationSettings.steps)
     parser.add_argument("--sampler", default="ddpm")
+    parser.add_argument("--fast-steps", type=int, default=20, help="DDIM steps of the fastest guided variant")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
@@ -122,16 +124,23 @@ def main() -> None:
         plain_seconds, plain_tokens = plain_generate(pipeline, prompts, settings)
         unguided_seconds, unguided_tokens, unguided = dglm_generate(pipeline, prompts, [], settings)
         guided_seconds, guided_tokens, guided = dglm_generate(pipeline, prompts, [label], settings)
+        fast = replace(settings, guidance_gradient="fast")
+        fast_seconds, fast_tokens, fast_stages = dglm_generate(pipeline, prompts, [label], fast)
+        fewer = replace(fast, sampler="ddim", steps=args.fast_steps)
+        fewer_seconds, fewer_tokens, fewer_stages = dglm_generate(pipeline, prompts, [label], fewer)
     device = pipeline.device
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else f", {torch.cuda.get_device_name(device)}"
     print(f"device {device}{threads}; bundle {pipeline.bundle.name}; {len(prompts)} generations in batches of {settings.batch_size}; "
           f"{settings.max_new_tokens} new tokens, top-p {settings.top_p}; {settings.steps} {settings.sampler} steps, K={settings.mc_samples}")
-    print(f"{'method':22s} {'wall s':>8s} {'ratio':>6s} {'tok/s':>7s}   breakdown (s)")
-    print(f"{'plain transformers':22s} {plain_seconds:8.2f} {1.0:6.2f} {plain_tokens / plain_seconds:7.1f}")
-    for name, seconds, tokens, stages in (("dglm unguided", unguided_seconds, unguided_tokens, unguided),
-                                          (f"dglm guided ({label})", guided_seconds, guided_tokens, guided)):
+    print(f"{'method':24s} {'wall s':>8s} {'ratio':>6s} {'tok/s':>7s}   breakdown (s)")
+    print(f"{'plain transformers':24s} {plain_seconds:8.2f} {1.0:6.2f} {plain_tokens / plain_seconds:7.1f}")
+    rows = (("dglm unguided", unguided_seconds, unguided_tokens, unguided),
+            (f"dglm guided ({label})", guided_seconds, guided_tokens, guided),
+            ("  fast gradient", fast_seconds, fast_tokens, fast_stages),
+            (f"  fast, ddim×{args.fast_steps}", fewer_seconds, fewer_tokens, fewer_stages))
+    for name, seconds, tokens, stages in rows:
         breakdown = "  ".join(f"{k} {v:.2f}" for k, v in stages.items())
-        print(f"{name:22s} {seconds:8.2f} {seconds / plain_seconds:6.2f} {tokens / seconds:7.1f}   {breakdown}")
+        print(f"{name:24s} {seconds:8.2f} {seconds / plain_seconds:6.2f} {tokens / seconds:7.1f}   {breakdown}")
     print(f"peak memory: {peak_memory(device)}")
 
 
