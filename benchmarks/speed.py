@@ -119,7 +119,9 @@ def main() -> None:
             except BundleError:
                 bundle = timing_bundle(Path(tmp) / "timing", args.preset)
         pipeline = Pipeline.from_bundle(bundle, args.device)
-        label = next(iter(pipeline.bundle.classifiers.values())).labels[-1]
+        classifiers = pipeline.bundle.classifiers
+        name = "sentiment" if "sentiment" in classifiers else next(iter(classifiers))
+        label = f"{name}:{classifiers[name].labels[-1]}"  # named in full: saved classifiers may share the label
         dglm_generate(pipeline, prompts[:2], [label], GenerationSettings(steps=2, max_new_tokens=2))  # warm-up
         plain_seconds, plain_tokens = plain_generate(pipeline, prompts, settings)
         unguided_seconds, unguided_tokens, unguided = dglm_generate(pipeline, prompts, [], settings)

@@ -120,10 +120,11 @@ def stage_train(work: Path, corpus: Path, kind: str, minutes: float, steps: int,
 
 
 def stage_export(work: Path) -> Path:
-    bundle = work / "bundle"
+    bundle = work / "default"  # the directory name is the bundle's name
     dglm("export", work / "runs" / "diffusion", work / "runs" / "decoder", "--out", bundle, "--force", "--half")
     for name in ("sentiment", "domain"):
         dglm("classifiers", "export", f"default-{name}", bundle, "--as", name, "--force")
+        dglm("classifiers", "rm", f"default-{name}")  # saved copies would make `--attr positive` ambiguous
     return bundle
 
 
@@ -165,9 +166,9 @@ def evaluation_card(results: dict, samples: int) -> str:
 
 CARD_INTRO = """# dglm default bundle
 
-Steers SmolLM2-135M-Instruct toward or away from sentiment (`positive`/`negative`) and the text domain
-of the VADER data (`movie`, `tweet`, `amazon`, `nyt`), proposing continuation embeddings of
-all-MiniLM-L6-v2. Built by `python scripts/build_default_bundle.py` with dglm's own commands:
+SmolLM2-135M-Instruct guided by all-MiniLM-L6-v2 continuation embeddings, with classifiers for
+sentiment (`positive`/`negative`) and the text domain of the VADER data (`movie`, `tweet`, `amazon`,
+`nyt`). Whether and how much it steers is measured in the evaluation at the end. Built by `python scripts/build_default_bundle.py` with dglm's own commands:
 
 - data: the VADER human-rated sentences from the `vaderSentiment==3.3.2` sdist (sha256-checked),
   90% for training; continuations of their first 3-8 words written by SmolLM2 itself; the other 10% and

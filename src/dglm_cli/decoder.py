@@ -190,21 +190,30 @@ def penalize_repetition(logits: torch.Tensor, generated: torch.Tensor, penalty: 
 def sample_top_p(logits: torch.Tensor, rng: RecordRNG, top_p: float, temperature: float, candidates: int = 512) -> torch.Tensor:
     """Nucleus sampling, one uniform draw per row from its own generator; temperature 0 is greedy.
 
-    Only the `candidates` most probable tokens are sorted when they hold at least `top_p` of the mass
-    (then the nucleus lies inside them and the draw is the same as with a full sort).
+    A row whose `candidates` most probable tokens hold at least `top_p` of the mass draws from them
+    alone (its nucleus lies inside them: the same draw as with a full sort); only the other rows sort
+    the whole vocabulary.
     """
     uniform = rng.rand(1).squeeze(1)  # (B,), drawn even when greedy to keep streams aligned
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = F.softmax(logits / temperature, dim=-1)
-    sorted_probs, order = probs.topk(min(candidates, probs.shape[-1]), dim=-1)  # (B, C), descending
-    if top_p == 1 or bool((sorted_probs.sum(dim=-1) < top_p + 1e-4).any()):
-        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V)
+    top_probs, top_order = probs.topk(min(candidates, probs.shape[-1]), dim=-1)  # (B, C), descending
+    wide = (top_probs.sum(dim=-1) < top_p + 1e-4) if top_p < 1 else torch.ones_like(uniform, dtype=torch.bool)
+    tokens = _draw_from_nucleus(top_probs, top_order, uniform, top_p)
+    if wide.any():
+        sorted_probs, order = probs[wide].sort(dim=-1, descending=True)  # (W, V)
+        tokens[wide] = _draw_from_nucleus(sorted_probs, order, uniform[wide], top_p)
+    return tokens
+
+
+def _draw_from_nucleus(sorted_probs: torch.Tensor, order: torch.Tensor, uniform: torch.Tensor, top_p: float) -> torch.Tensor:
+    """(B, N) probabilities in descending order and their token ids -> one token per row (B,)."""
     cumulative = sorted_probs.cumsum(dim=-1)
     sorted_probs = sorted_probs.masked_fill(cumulative - sorted_probs >= top_p, 0.0)  # keep the nucleus
     cumulative = sorted_probs.cumsum(dim=-1)
     threshold = uniform[:, None] * cumulative[:, -1:]
-    choice = torch.searchsorted(cumulative, threshold).clamp(max=logits.shape[-1] - 1)  # (B, 1)
+    choice = torch.searchsorted(cumulative, threshold).clamp(max=order.shape[-1] - 1)  # (B, 1)
     return order.gather(1, choice).squeeze(1)
 
 
