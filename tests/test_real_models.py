@@ -1,7 +1,7 @@
 """The whole tool on the real default models (all-MiniLM-L6-v2, SmolLM2-135M-Instruct): `-m slow`.
 
-The heads are trained for a few steps only, so the text is not steered well; these tests check that
-every command works on real pretrained models end to end, not the quality of a trained bundle.
+The first tests train heads for a few steps only: they check that every command works on real
+pretrained models end to end. The last two run the shipped default bundle (the README's main job).
 """
 
 import json
