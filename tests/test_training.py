@@ -225,3 +225,14 @@ def test_accelerate_launch_two_processes(tiny_bundle, corpus_file, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert [m["step"] for m in metrics(run) if "loss" in m] == [1, 2, 3]
+
+
+def test_length_grouping_keeps_every_example_once_and_groups_lengths():
+    from dglm_cli.training import group_by_length
+
+    order = torch.randperm(1000, generator=torch.Generator().manual_seed(0))
+    lengths = torch.randint(1, 64, (1000,), generator=torch.Generator().manual_seed(1))
+    grouped = group_by_length(order, lengths[order], batch=10, generator=torch.Generator().manual_seed(2))
+    assert sorted(grouped.tolist()) == list(range(1000))
+    spread = [(lengths[b].max() - lengths[b].min()).item() for b in grouped.split(10)]
+    assert sum(spread) / len(spread) < 5  # random batches of 10 would spread over ~50
