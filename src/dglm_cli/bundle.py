@@ -49,13 +49,16 @@ def read_json(path: Path) -> dict:
         raise BundleError(f"corrupt JSON in {path}: {error}") from None
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+def write_text(path: Path, text: str) -> None:
+    """Write text through a temporary file and a rename, so a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.write("\n")
+        f.write(text)
     os.replace(f.name, path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
@@ -408,9 +411,7 @@ def _replace_dir(staging: Path, path: Path) -> None:
 def write_model_card(path: Path, text: str) -> None:
     """Replace an existing bundle's README.md (model card) and its checksum in the manifest."""
     manifest = read_manifest(path)
-    with tempfile.NamedTemporaryFile("w", dir=path, suffix=".tmp", delete=False, encoding="utf-8") as f:
-        f.write(text)
-    os.replace(f.name, path / "README.md")
+    write_text(path / "README.md", text)
     write_json(path / MANIFEST, {**manifest, "files": {**manifest.get("files", {}), "README.md": sha256_file(path / "README.md")}})
 
 

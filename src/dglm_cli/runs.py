@@ -138,9 +138,7 @@ def export_bundle(run_dirs: list[Path], out: Path, overwrite: bool = False, devi
     denoiser = _ema_module(diffusion_dir, Denoiser, diffusion.model_config())
     prompt_generator = _ema_module(decoder_dir, PromptGenerator, decoder.model_config())
     encoder_config, copies = _embed_if_local(diffusion.encoder, "encoder/model", diffusion.encoder_dim)
-    lm, decoder_config, lm_copies = _decoder_part(decoder_dir, decoder, prompt_generator.config.lm_dim, device)
-    adapter = lm if decoder_config.adapter_rank else None
-    lm = None if adapter is not None else lm
+    lm, adapter, decoder_config, lm_copies = _decoder_part(decoder_dir, decoder, prompt_generator.config.lm_dim, device)
     if half:
         denoiser, prompt_generator = denoiser.half(), prompt_generator.half()
         adapter = adapter and {k: v.half() for k, v in adapter.items()}
@@ -185,21 +183,20 @@ def _embed_if_local(reference: dict, relative: str, dim: int) -> tuple[EncoderCo
 
 
 def _decoder_part(run_dir: Path, spec: RunSpec, lm_dim: int, device: str):
+    """(fine-tuned (model, tokenizer) or None, adapter tensors or None, decoder config, directories to copy in)."""
     checkpoint = load_checkpoint(run_dir)
-    if spec.train_config.lora_rank:
-        reference, copies = spec.decoder, {}
-        if spec.decoder.get("kind") == "path":
-            reference, copies = {"kind": "embedded", "path": "decoder/lm"}, {"decoder/lm": Path(spec.decoder["path"])}
-        return checkpoint.lm, DecoderConfig(reference, lm_dim, adapter_rank=spec.train_config.lora_rank), copies
     if spec.train_config.train_lm:
         from dglm_cli.bundle import load_lm
 
         model, tokenizer = load_lm(spec.decoder, None, device)
         model.load_state_dict(checkpoint.lm)
-        return (model, tokenizer), DecoderConfig({"kind": "embedded", "path": "decoder/lm"}, lm_dim, fine_tuned=True), {}
+        return (model, tokenizer), None, DecoderConfig({"kind": "embedded", "path": "decoder/lm"}, lm_dim, fine_tuned=True), {}
+    rank = spec.train_config.lora_rank
+    adapter = checkpoint.lm if rank else None
     if spec.decoder.get("kind") == "path":
-        return None, DecoderConfig({"kind": "embedded", "path": "decoder/lm"}, lm_dim), {"decoder/lm": Path(spec.decoder["path"])}
-    return None, DecoderConfig(spec.decoder, lm_dim), {}
+        embedded = DecoderConfig({"kind": "embedded", "path": "decoder/lm"}, lm_dim, adapter_rank=rank)
+        return None, adapter, embedded, {"decoder/lm": Path(spec.decoder["path"])}
+    return None, adapter, DecoderConfig(spec.decoder, lm_dim, adapter_rank=rank), {}
 
 
 def _model_card(runs: dict) -> str:

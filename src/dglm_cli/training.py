@@ -217,11 +217,15 @@ class Trainer:
         if checkpoint is None:
             raise InputError(f"--init-from: {run_dir} has no checkpoint")
         try:
-            self.head.load_state_dict(checkpoint.weights)
-            if checkpoint.lm is not None and self.trained_lm_state() is not None:
-                self.load_trained_lm_state(checkpoint.lm)
+            self._restore_weights(checkpoint)
         except (KeyError, RuntimeError) as error:
             raise InputError(f"--init-from: {run_dir} does not fit this run ({str(error).splitlines()[0]})") from None
+
+    def _restore_weights(self, checkpoint) -> None:
+        """The head, its EMA and the trained LM part (when this run trains one) from a checkpoint."""
+        self.head.load_state_dict(checkpoint.weights)
+        if checkpoint.lm is not None and self.trained_lm_state() is not None:
+            self.load_trained_lm_state(checkpoint.lm)
         self.ema.shadow = {k: v.float().clone() for k, v in checkpoint.ema.items()}
 
     def save(self) -> None:
@@ -248,10 +252,7 @@ class Trainer:
         checkpoint = checkpoints.load_checkpoint(self.run_dir)
         if checkpoint is None:
             return False
-        self.head.load_state_dict(checkpoint.weights)
-        if checkpoint.lm is not None:
-            self.load_trained_lm_state(checkpoint.lm)
-        self.ema.shadow = {k: v.float() for k, v in checkpoint.ema.items()}
+        self._restore_weights(checkpoint)
         self.optimizer.load_state_dict(checkpoint.optimizer)
         self.load_extra_state(checkpoint.extra)
         self.step = checkpoint.step
