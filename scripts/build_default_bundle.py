@@ -43,14 +43,12 @@ def dglm(*args: object, stdin: str | None = None, stdout=None) -> subprocess.Com
 
 
 def stage_data(work: Path, seed: int) -> None:
-    from dglm_cli.datasets import vader_ground_truth
+    from dglm_cli.datasets import held_out_split, vader_ground_truth
 
     if (work / "data" / "sentiment.csv").exists():
         return
-    rows = vader_ground_truth()
-    random.Random(seed).shuffle(rows)
-    held_out = len(rows) // 10
-    splits = {"heldout": rows[:held_out], "train": rows[held_out:]}
+    held_out, train = held_out_split(vader_ground_truth(), seed)
+    splits = {"heldout": held_out, "train": train}
     (work / "data").mkdir(parents=True, exist_ok=True)
     for name, part in splits.items():
         with open(work / "data" / f"vader_{name}.jsonl", "w", encoding="utf-8") as f:

@@ -9,6 +9,7 @@ checks the sha256 of the sdist, of the inner archive and of each extracted file,
 import hashlib
 import io
 import os
+import random
 import subprocess
 import sys
 import tarfile
@@ -49,6 +50,14 @@ def vader_ground_truth(domains: list[str] | None = None, cache_dir: Path | None 
     if not all((directory / VADER_FILES[d][0]).is_file() for d in domains):
         _extract_ground_truth(directory)
     return [row for domain in domains for row in _parse(directory / VADER_FILES[domain][0], domain)]
+
+
+def held_out_split(rows: list[VaderRow], seed: int, fraction: float = 0.1) -> tuple[list[VaderRow], list[VaderRow]]:
+    """(held out, train): the rows shuffled by `seed`, the first `fraction` of them held out."""
+    shuffled = list(rows)
+    random.Random(seed).shuffle(shuffled)
+    held_out = int(len(shuffled) * fraction)
+    return shuffled[:held_out], shuffled[held_out:]
 
 
 def _parse(path: Path, domain: str) -> list[VaderRow]:

@@ -157,6 +157,22 @@ class Pipeline:
         b = self.bundle
         seeds = [p.seed for p in batch]
         prefixes = [p.prompt.text for p in batch]
+        x = self.propose(prefixes, seeds, targets, settings)  # steps 1-4, (B, D)
+        # 5. re-noise at a fixed α² and map to k soft prompts (B, k, E)
+        alpha2 = torch.full((len(batch),), self._renoise_alpha2(settings), device=self.device)
+        noisy = diffuse(x, RecordRNG(seeds, "renoise", self.device).randn(x.shape[1]), alpha2)
+        soft = b.prompt_generator(noisy, alpha2)
+        # 6. the decoder writes the continuation after [prefix][soft prompt]
+        with self._stage("decode"):
+            return b.decoder.generate(
+                prefixes, soft, RecordRNG(seeds, "tokens", self.device), settings.max_new_tokens,
+                settings.top_p, settings.temperature, settings.repetition_penalty,
+            )
+
+    @torch.no_grad()
+    def propose(self, prefixes: list[str], seeds: list[int], targets: list[AttributeTarget], settings: GenerationSettings) -> torch.Tensor:
+        """The diffusion model's proposal for each prefix's continuation, as a latent on the unit sphere (B, D)."""
+        b = self.bundle
         # 1. prefix latents c = z-score(encoder(prefix))  (B, D)
         with self._stage("encode"):
             context = b.stats.to_latent(self._encode(prefixes))
@@ -172,17 +188,7 @@ class Pipeline:
         # 4. reverse diffusion -> x̂ (B, D), mapped to the unit sphere and back to a latent
         with self._stage("diffusion"):
             x = sample(denoise, z, settings.steps, settings.sampler, RecordRNG(seeds, "sampler", self.device))
-        x = b.stats.to_latent(b.stats.to_embedding(x))
-        # 5. re-noise at a fixed α² and map to k soft prompts (B, k, E)
-        alpha2 = torch.full((len(batch),), self._renoise_alpha2(settings), device=self.device)
-        noisy = diffuse(x, RecordRNG(seeds, "renoise", self.device).randn(x.shape[1]), alpha2)
-        soft = b.prompt_generator(noisy, alpha2)
-        # 6. the decoder writes the continuation after [prefix][soft prompt]
-        with self._stage("decode"):
-            return b.decoder.generate(
-                prefixes, soft, RecordRNG(seeds, "tokens", self.device), settings.max_new_tokens,
-                settings.top_p, settings.temperature, settings.repetition_penalty,
-            )
+        return b.stats.to_latent(b.stats.to_embedding(x))
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
         unique = list(dict.fromkeys(texts))
