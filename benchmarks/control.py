@@ -10,6 +10,7 @@ One process, one decoder, the same prompts and record seeds for every method:
   dglm s=S fast    the same at the default scale with the fast guidance gradient, then also with --fast-steps DDIM steps
   best-of-n        n plain samples per record, the one the guiding classifier rates highest is kept;
                    n is the smallest whole number of plain samples that costs at least the default DGLM guided run
+  weighted decoding  FUDGE-style token-level reweighting by the same classifier (top 16 tokens rescored each step)
 Metrics come from `dglm score` (run as a subprocess on the records): the attribute rate by VADER, which is
 independent of the guiding classifier, and by the guiding classifier itself; perplexity under the plain
 decoder; distinct-3 across one prompt's samples. Wall time covers generation only (models loaded once).
@@ -34,7 +35,7 @@ from dglm_cli.records import Prompt, read_prompts
 from dglm_cli.rng import RecordRNG
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULTS = GenerationSettings()
+FUDGE_TOP_K = 16  # candidate next tokens rescored by the classifier at each step
 
 
 @dataclass
@@ -45,13 +46,13 @@ class Run:
     continuations: list[str]
 
 
-def plain_samples(pipeline: Pipeline, prefixes: list[str], seeds: list[int], settings: GenerationSettings) -> list[str]:
+def plain_samples(pipeline: Pipeline, prefixes: list[str], seeds: list[int], settings: GenerationSettings, reweight=None) -> list[str]:
     decoder, out = pipeline.bundle.decoder, []
     for start in range(0, len(prefixes), settings.batch_size):
         batch, batch_seeds = prefixes[start : start + settings.batch_size], seeds[start : start + settings.batch_size]
         empty = torch.zeros(len(batch), 0, decoder.config.embedding_dim, device=pipeline.device)
         out += decoder.generate(batch, empty, RecordRNG(batch_seeds, "tokens", pipeline.device), settings.max_new_tokens,
-                                settings.top_p, settings.temperature, settings.repetition_penalty)
+                                settings.top_p, settings.temperature, settings.repetition_penalty, reweight)
     return out
 
 
@@ -78,6 +79,28 @@ def best_of_n(pipeline: Pipeline, prefixes: list[str], seeds: list[int], attr: s
     return [candidates[j][r] for r, j in enumerate(best)]
 
 
+@torch.no_grad()
+def weighted_decoding(pipeline: Pipeline, prefixes: list[str], seeds: list[int], attr: str, settings: GenerationSettings,
+                      top_k: int = FUDGE_TOP_K) -> list[str]:
+    """FUDGE-style (Yang & Klein 2021) with the guiding classifier on the encoder's embedding of the text so far.
+
+    Each step keeps the decoder's `top_k` next tokens and samples from p_LM(token) · p(attr | continuation + token),
+    renormalised, with the same top-p; the classifier sees each candidate continuation (B·k encodings a step).
+    """
+    (target,) = pipeline.targets([attr])
+    decoder, encoder = pipeline.bundle.decoder, pipeline.bundle.encoder
+
+    def reweight(generated: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        top_logits, top_ids = logits.topk(top_k, dim=-1)  # (B, k)
+        texts = [decoder.tokenizer.decode(row + [token], skip_special_tokens=True)
+                 for row, ids in zip(generated.tolist(), top_ids.tolist()) for token in ids]  # B·k
+        log_p = target.classifier.log_probs(encoder.encode(texts).to(logits.device))[:, target.label_index]
+        scores = top_logits.log_softmax(dim=-1) + log_p.view_as(top_logits)  # log p_LM + log p(attr | ·)
+        return torch.full_like(logits, float("-inf")).scatter(1, top_ids, scores)
+
+    return plain_samples(pipeline, prefixes, seeds, settings, reweight)
+
+
 def run_methods(pipeline: Pipeline, prompts: list[Prompt], attrs: list[str], scales: list[float], fast_steps: int,
                 settings: GenerationSettings) -> list[Run]:
     plans = pipeline.plan(prompts, [], settings)
@@ -87,7 +110,7 @@ def run_methods(pipeline: Pipeline, prompts: list[Prompt], attrs: list[str], sca
     runs = [Run("plain", None, seconds, texts)]
     runs.append(Run("dglm s=0", None, *timed(dglm_samples, pipeline, prompts, None, replace(settings, guidance_scale=0))))
     for attr in attrs:
-        for scale in scales:
+        for scale in sorted({*scales, settings.guidance_scale}):  # the default scale sets best-of-n's budget
             runs.append(Run(f"dglm s={scale:g}", attr, *timed(dglm_samples, pipeline, prompts, attr, replace(settings, guidance_scale=scale))))
         fast = replace(settings, guidance_gradient="fast")
         runs.append(Run(f"dglm s={settings.guidance_scale:g} fast", attr, *timed(dglm_samples, pipeline, prompts, attr, fast)))
@@ -97,6 +120,7 @@ def run_methods(pipeline: Pipeline, prompts: list[Prompt], attrs: list[str], sca
         reference = next(r.seconds for r in runs if r.attr == attr and r.method == f"dglm s={settings.guidance_scale:g}")
         n = max(1, math.ceil(reference / runs[0].seconds))
         runs.append(Run(f"best-of-{n}", attr, *timed(best_of_n, pipeline, prefixes, seeds, attr, n, settings)))
+        runs.append(Run(f"weighted decoding k={FUDGE_TOP_K}", attr, *timed(weighted_decoding, pipeline, prefixes, seeds, attr, settings)))
     return runs
 
 

@@ -120,6 +120,20 @@ def test_sampling_is_reproducible_and_batch_independent(decoder):
     assert alone == first[1:2]
 
 
+def test_reweight_sees_each_step_and_steers_the_draw(decoder):
+    soft = torch.zeros(2, 0, decoder.config.embedding_dim)
+    texts, forced = ["The train was", "We walked"], decoder.tokenize([" river"])[0][0]
+    seen = []
+
+    def force(generated, logits):
+        seen.append(generated.shape)
+        return torch.full_like(logits, float("-inf")).index_fill(1, torch.tensor([forced]), 0.0)
+
+    out = decoder.generate(texts, soft, RecordRNG([0, 1], "tokens"), max_new_tokens=3, reweight=force)
+    assert out == [decoder._decode([forced] * 3)] * 2
+    assert seen == [(2, 0), (2, 1), (2, 2)]
+
+
 def test_nucleus_from_the_top_candidates_matches_a_full_sort():
     logits = torch.randn(256, 1000) * torch.linspace(0.5, 8, 256)[:, None]  # flat to peaked rows
     seeds = list(range(256))

@@ -7,6 +7,7 @@ temperature, repetition penalty) so that each row draws its tokens from its own 
 
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -141,8 +142,13 @@ class SoftPromptDecoder:
         top_p: float = 0.9,
         temperature: float = 1.0,
         repetition_penalty: float = 1.0,
+        reweight: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> list[str]:
-        """Sample one continuation per row; `soft` is (B, k, E), k may be 0."""
+        """Sample one continuation per row; `soft` is (B, k, E), k may be 0.
+
+        `reweight(generated (B, T), logits (B, V)) -> logits` may change each step's next-token scores
+        before sampling (weighted decoding baselines use it).
+        """
         batch = self.assemble(self.tokenize(prefixes), soft, left_pad=True)
         out = self.model(
             inputs_embeds=batch.inputs_embeds,
@@ -157,6 +163,8 @@ class SoftPromptDecoder:
         stop_ids = torch.tensor(self.stop_ids, device=self.device)
         for _ in range(max_new_tokens):
             logits = penalize_repetition(out.logits[:, -1].float(), generated, repetition_penalty)
+            if reweight is not None:
+                logits = reweight(generated, logits)
             tokens = sample_top_p(logits, rng, top_p, temperature)  # (B,)
             tokens = torch.where(finished, stop_ids[0], tokens)
             generated = torch.cat([generated, tokens[:, None]], dim=1)
