@@ -44,3 +44,11 @@ def test_held_out_split_is_seeded_disjoint_and_complete():
     assert sorted(held_out + train, key=lambda r: r.text) == sorted(rows, key=lambda r: r.text)
     assert held_out_split(rows, seed=3) == (held_out, train)
     assert held_out_split(rows, seed=4)[0] != held_out
+
+
+def test_generate_is_decode_of_propose(tiny_pipeline):
+    settings = replace(SETTINGS, max_new_tokens=5, seed=7)
+    seeds = [7 + i for i in range(len(PREFIXES))]  # record i gets seed + i
+    proposals = tiny_pipeline.propose(PREFIXES, seeds, [], settings)
+    records = tiny_pipeline.generate(PREFIXES, settings=settings)
+    assert tiny_pipeline.decode(PREFIXES, seeds, proposals, settings) == [r["continuation"] for r in records]

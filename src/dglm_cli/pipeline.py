@@ -154,12 +154,16 @@ class Pipeline:
 
     @torch.no_grad()
     def continue_batch(self, batch: list[RecordPlan], targets: list[AttributeTarget], settings: GenerationSettings) -> list[str]:
-        b = self.bundle
         seeds = [p.seed for p in batch]
         prefixes = [p.prompt.text for p in batch]
-        x = self.propose(prefixes, seeds, targets, settings)  # steps 1-4, (B, D)
+        return self.decode(prefixes, seeds, self.propose(prefixes, seeds, targets, settings), settings)
+
+    @torch.no_grad()
+    def decode(self, prefixes: list[str], seeds: list[int], x: torch.Tensor, settings: GenerationSettings) -> list[str]:
+        """Steps 5-6: the decoder's continuation of each prefix, following the latent x (B, D)."""
+        b = self.bundle
         # 5. re-noise at a fixed α² and map to k soft prompts (B, k, E)
-        alpha2 = torch.full((len(batch),), self._renoise_alpha2(settings), device=self.device)
+        alpha2 = torch.full((len(prefixes),), self._renoise_alpha2(settings), device=self.device)
         noisy = diffuse(x, RecordRNG(seeds, "renoise", self.device).randn(x.shape[1]), alpha2)
         soft = b.prompt_generator(noisy, alpha2)
         # 6. the decoder writes the continuation after [prefix][soft prompt]
@@ -171,7 +175,7 @@ class Pipeline:
 
     @torch.no_grad()
     def propose(self, prefixes: list[str], seeds: list[int], targets: list[AttributeTarget], settings: GenerationSettings) -> torch.Tensor:
-        """The diffusion model's proposal for each prefix's continuation, as a latent on the unit sphere (B, D)."""
+        """Steps 1-4: the diffusion model's proposal for each prefix's continuation, the latent of a unit-norm embedding (B, D)."""
         b = self.bundle
         # 1. prefix latents c = z-score(encoder(prefix))  (B, D)
         with self._stage("encode"):
