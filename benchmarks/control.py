@@ -1,13 +1,13 @@
 """Control per unit of compute: DGLM against plain sampling and best-of-n reranking, side by side.
 
     python benchmarks/control.py                                   # default bundle, held-out neutral prompts
-    python benchmarks/control.py --bundle DIR --attr positive --attr negative --scales 2,5,10 --samples 4
+    python benchmarks/control.py --bundle DIR --attr positive --attr negative --scales 3,7,12 --samples 4
 
 One process, one decoder, the same prompts and record seeds for every method:
-  plain            the decoder alone (a soft prompt of length 0 is the plain LM, tested)
+  plain            the bundle's decoder alone, soft prompt of length 0 (with the bundle's adapters merged, if any)
   dglm s=0         DGLM unguided
-  dglm s=S         DGLM guided toward the attribute at each --scales value (full gradient, the paper's)
-  dglm s=S fast    the same at the default scale with the fast guidance gradient, then also with --fast-steps DDIM steps
+  dglm s=S         DGLM guided toward the attribute at each --scales value and the default scale (default settings)
+  dglm s=5 full gradient ddpm×50   the previous defaults (the paper's full gradient, 50 steps, s = 5)
   best-of-n        n plain samples per record, the one the guiding classifier rates highest is kept;
                    n is the smallest whole number of plain samples that costs at least the default DGLM guided run
   weighted decoding  FUDGE-style token-level reweighting by the same classifier (top 16 tokens rescored each step)
@@ -36,6 +36,8 @@ from dglm_cli.rng import RecordRNG
 
 ROOT = Path(__file__).resolve().parent.parent
 FUDGE_TOP_K = 16  # candidate next tokens rescored by the classifier at each step
+PAPER_SETTINGS = {"guidance_scale": 5.0, "steps": 50, "guidance_gradient": "full"}  # the defaults before benchmarks/diffusion.py
+PAPER_LIKE = "dglm s=5 full gradient ddpm×50"
 
 
 @dataclass
@@ -101,8 +103,7 @@ def weighted_decoding(pipeline: Pipeline, prefixes: list[str], seeds: list[int],
     return plain_samples(pipeline, prefixes, seeds, settings, reweight)
 
 
-def run_methods(pipeline: Pipeline, prompts: list[Prompt], attrs: list[str], scales: list[float], fast_steps: int,
-                settings: GenerationSettings) -> list[Run]:
+def run_methods(pipeline: Pipeline, prompts: list[Prompt], attrs: list[str], scales: list[float], settings: GenerationSettings) -> list[Run]:
     plans = pipeline.plan(prompts, [], settings)
     prefixes, seeds = [p.prompt.text for p in plans], [p.seed for p in plans]
     dglm_samples(pipeline, prompts[:1], attrs[0], replace(settings, num_samples=1, steps=2, max_new_tokens=2))  # warm-up
@@ -112,11 +113,7 @@ def run_methods(pipeline: Pipeline, prompts: list[Prompt], attrs: list[str], sca
     for attr in attrs:
         for scale in sorted({*scales, settings.guidance_scale}):  # the default scale sets best-of-n's budget
             runs.append(Run(f"dglm s={scale:g}", attr, *timed(dglm_samples, pipeline, prompts, attr, replace(settings, guidance_scale=scale))))
-        fast = replace(settings, guidance_gradient="fast")
-        runs.append(Run(f"dglm s={settings.guidance_scale:g} fast", attr, *timed(dglm_samples, pipeline, prompts, attr, fast)))
-        fewer = replace(fast, steps=fast_steps, sampler="ddim")
-        runs.append(Run(f"dglm s={settings.guidance_scale:g} fast ddim×{fast_steps}", attr,
-                        *timed(dglm_samples, pipeline, prompts, attr, fewer)))
+        runs.append(Run(PAPER_LIKE, attr, *timed(dglm_samples, pipeline, prompts, attr, replace(settings, **PAPER_SETTINGS))))
         reference = next(r.seconds for r in runs if r.attr == attr and r.method == f"dglm s={settings.guidance_scale:g}")
         n = max(1, math.ceil(reference / runs[0].seconds))
         runs.append(Run(f"best-of-{n}", attr, *timed(best_of_n, pipeline, prefixes, seeds, attr, n, settings)))
@@ -187,10 +184,9 @@ def main() -> None:
     parser.add_argument("--bundle", default="default")
     parser.add_argument("--prompts", type=Path, default=ROOT / "examples" / "prompts" / "neutral.txt")
     parser.add_argument("--attr", action="append", help="attribute to steer toward, as for --attr of dglm generate (repeatable; default: positive)")
-    parser.add_argument("--scales", default="2,5,10", help="guidance scales, comma-separated")
+    parser.add_argument("--scales", default="3,7,12", help="guidance scales, comma-separated")
     parser.add_argument("--samples", type=int, default=4, help="samples per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=24)
-    parser.add_argument("--fast-steps", type=int, default=20, help="DDIM steps of the fastest DGLM variant")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -199,7 +195,7 @@ def main() -> None:
     settings = GenerationSettings(num_samples=args.samples, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     pipeline = Pipeline.from_bundle(args.bundle, args.device)
     prompts = read_prompts(str(args.prompts))
-    runs = run_methods(pipeline, prompts, attrs, [float(s) for s in args.scales.split(",")], args.fast_steps, settings)
+    runs = run_methods(pipeline, prompts, attrs, [float(s) for s in args.scales.split(",")], settings)
     args.out.mkdir(parents=True, exist_ok=True)
     records = args.out / "records.jsonl"
     write_records(records, runs, pipeline.plan(prompts, [], settings))
@@ -207,7 +203,7 @@ def main() -> None:
     device = pipeline.device
     machine = (torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads")
     machine += f"; bundle {pipeline.bundle.name}; {len(prompts)} prompts × {args.samples} samples, {args.max_new_tokens} new tokens, " \
-               f"top-p {settings.top_p}, {settings.steps} {settings.sampler} steps unless named"
+               f"top-p {settings.top_p}, {settings.steps} {settings.sampler} steps and the {settings.guidance_gradient} gradient unless named"
     text = table(runs, summary, attrs, machine)
     (args.out / "control.md").write_text(text, encoding="utf-8")
     plot(args.out / "control.png", runs, summary, attrs)

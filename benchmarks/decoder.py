@@ -5,10 +5,11 @@
 
 Guidance can only reach the text through the latent the decoder reads. This skips the diffusion stage:
 each held-out neutral prompt is continued from the embedding of a held-out VADER sentence rated clearly
-positive (valence > 2), then of one rated clearly negative (valence < -2), and with no soft prompt at all
-(the plain decoder). VADER labels the continuations. A decoder that follows its latent continues the
-positive sentences' embeddings more positively than the negative ones'; the gap between the two rows is
-the most any guidance of the proposal could move the text.
+positive (valence > 2), then of one rated clearly negative (valence < -2), and with no soft prompt. VADER
+labels the continuations. A decoder that follows its latent continues the positive sentences' embeddings
+more positively than the negative ones'; the gap between the two rows is the most any guidance of the
+proposal could move the text. The last row is the bundle's decoder without a soft prompt (its adapters,
+if it has any, stay merged: it is not the plain pretrained LM).
 """
 
 import argparse
@@ -67,7 +68,7 @@ def main() -> None:
         texts += decoder.generate(prefixes[start:stop], empty, RecordRNG(seeds[start:stop], "tokens", pipeline.device),
                                   settings.max_new_tokens, settings.top_p, settings.temperature, settings.repetition_penalty)
     rates = vader_rates(texts)
-    print(f"| none (plain decoder) | {rates['positive']:.2f} | {rates['negative']:.2f} |")
+    print(f"| no soft prompt | {rates['positive']:.2f} | {rates['negative']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -27,14 +27,17 @@ import torch
 from dglm_cli.datasets import held_out_split, vader_ground_truth
 from dglm_cli.pipeline import GenerationSettings, Pipeline
 
-SETTINGS = (  # (sampler, steps, guidance gradient); the first is the reference
-    ("ddpm", 50, "full"),
-    ("ddpm", 50, "fast"),
-    ("ddim", 50, "full"),
-    ("ddim", 20, "full"),
-    ("ddim", 20, "fast"),
-    ("ddim", 10, "fast"),
-    ("ddpm", 20, "fast"),
+SETTINGS = (  # (sampler, steps, guidance gradient, scale or None for --scale); the first is the reference
+    ("ddpm", 50, "full", None),
+    ("ddpm", 50, "fast", None),
+    ("ddim", 50, "full", None),
+    ("ddim", 20, "full", None),
+    ("ddim", 20, "fast", None),
+    ("ddim", 10, "fast", None),
+    ("ddpm", 20, "fast", None),
+    ("ddpm", 20, "fast", 7.0),
+    ("ddpm", 20, "fast", 10.0),
+    ("ddpm", 20, "full", None),
 )
 RESULTS = Path(__file__).parent / "results"
 
@@ -97,7 +100,7 @@ def main() -> None:
     parser.add_argument("--bundle", default="default", help="bundle directory or name")
     parser.add_argument("--attr", action="append", help="attributes to guide toward (default: sentiment:positive, sentiment:negative)")
     parser.add_argument("--examples", type=int, default=64, help="held-out (prefix, continuation) pairs")
-    parser.add_argument("--scale", type=float, default=GenerationSettings.guidance_scale)
+    parser.add_argument("--scale", type=float, default=5.0, help="guidance scale of the rows that name none")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0, help="the held-out split's seed (the build script's --seed)")
     parser.add_argument("--device", default="auto")
@@ -110,13 +113,15 @@ def main() -> None:
     base = GenerationSettings(guidance_scale=args.scale, batch_size=args.batch_size)
     propose(pipeline, prefixes[:2], attrs[:1], replace(base, steps=2))  # warm-up
     rows = []
-    for sampler, steps, gradient in SETTINGS:
-        name = f"{sampler} ×{steps}, {gradient} gradient"
-        rows.append((name, measure(pipeline, prefixes, truth, attrs, replace(base, sampler=sampler, steps=steps, guidance_gradient=gradient))))
+    for sampler, steps, gradient, scale in SETTINGS:
+        scale = args.scale if scale is None else scale
+        name = f"{sampler} ×{steps}, {gradient} gradient, s = {scale:g}"
+        settings = replace(base, sampler=sampler, steps=steps, guidance_gradient=gradient, guidance_scale=scale)
+        rows.append((name, measure(pipeline, prefixes, truth, attrs, settings)))
         print(name, {k: round(v, 3) for k, v in rows[-1][1].items()}, flush=True)
     threads = f"{torch.get_num_threads()} CPU threads" if pipeline.device.type == "cpu" else torch.cuda.get_device_name(pipeline.device)
-    report = (f"Bundle {pipeline.bundle.name}, {len(prefixes)} held-out pairs, batch {args.batch_size}, guidance scale "
-              f"{args.scale}, K = {base.mc_samples}, {threads}. Seconds are the diffusion stage of the first attribute's "
+    report = (f"Bundle {pipeline.bundle.name}, {len(prefixes)} held-out pairs, batch {args.batch_size}, "
+              f"K = {base.mc_samples}, {threads}. Seconds are the diffusion stage of the first attribute's "
               f"guided run; p is the guiding classifier's probability on the proposals.\n\n{table(rows, attrs)}\n")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report, encoding="utf-8")

@@ -102,12 +102,13 @@ def main() -> None:
     parser.add_argument("--preset", default="small", help="head size of a timing bundle")
     parser.add_argument("--samples", type=int, default=4, help="samples per prompt")
     parser.add_argument("--steps", type=int, default=GenerationSettings.steps)
-    parser.add_argument("--sampler", default="ddpm")
-    parser.add_argument("--fast-steps", type=int, default=20, help="DDIM steps of the fastest guided variant")
+    parser.add_argument("--sampler", default=GenerationSettings.sampler)
+    parser.add_argument("--gradient", default=GenerationSettings.guidance_gradient, help="guidance gradient: fast or full")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of every method; the median is reported")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    settings = GenerationSettings(steps=args.steps, sampler=args.sampler, batch_size=args.batch_size)
+    settings = GenerationSettings(steps=args.steps, sampler=args.sampler, guidance_gradient=args.gradient, batch_size=args.batch_size)
     prompts = [p for p in PROMPTS for _ in range(args.samples)]
     with tempfile.TemporaryDirectory() as tmp, assets.downloads_allowed():
         bundle = args.bundle
@@ -123,26 +124,27 @@ def main() -> None:
         name = "sentiment" if "sentiment" in classifiers else next(iter(classifiers))
         label = f"{name}:{classifiers[name].labels[-1]}"  # named in full: saved classifiers may share the label
         dglm_generate(pipeline, prompts[:2], [label], GenerationSettings(steps=2, max_new_tokens=2))  # warm-up
-        plain_seconds, plain_tokens = plain_generate(pipeline, prompts, settings)
-        unguided_seconds, unguided_tokens, unguided = dglm_generate(pipeline, prompts, [], settings)
-        guided_seconds, guided_tokens, guided = dglm_generate(pipeline, prompts, [label], settings)
-        fast = replace(settings, guidance_gradient="fast")
-        fast_seconds, fast_tokens, fast_stages = dglm_generate(pipeline, prompts, [label], fast)
-        fewer = replace(fast, sampler="ddim", steps=args.fast_steps)
-        fewer_seconds, fewer_tokens, fewer_stages = dglm_generate(pipeline, prompts, [label], fewer)
+        paper = replace(settings, guidance_scale=5.0, steps=50, guidance_gradient="full")  # the defaults before benchmarks/diffusion.py
+        methods = {
+            "plain transformers": lambda: (*plain_generate(pipeline, prompts, settings), {}),
+            "dglm unguided": lambda: dglm_generate(pipeline, prompts, [], settings),
+            f"dglm guided ({label})": lambda: dglm_generate(pipeline, prompts, [label], settings),
+            "  full gradient, ddpm×50, s=5": lambda: dglm_generate(pipeline, prompts, [label], paper),
+        }
+        runs = {name: [] for name in methods}
+        for _ in range(args.repeats):  # interleaved, so drift of a shared machine hits every method alike
+            for name, method in methods.items():
+                runs[name].append(method())
+        results = {name: sorted(timings, key=lambda run: run[0])[len(timings) // 2] for name, timings in runs.items()}  # median run
     device = pipeline.device
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else f", {torch.cuda.get_device_name(device)}"
     print(f"device {device}{threads}; bundle {pipeline.bundle.name}; {len(prompts)} generations in batches of {settings.batch_size}; "
-          f"{settings.max_new_tokens} new tokens, top-p {settings.top_p}; {settings.steps} {settings.sampler} steps, K={settings.mc_samples}")
-    print(f"{'method':24s} {'wall s':>8s} {'ratio':>6s} {'tok/s':>7s}   breakdown (s)")
-    print(f"{'plain transformers':24s} {plain_seconds:8.2f} {1.0:6.2f} {plain_tokens / plain_seconds:7.1f}")
-    rows = (("dglm unguided", unguided_seconds, unguided_tokens, unguided),
-            (f"dglm guided ({label})", guided_seconds, guided_tokens, guided),
-            ("  fast gradient", fast_seconds, fast_tokens, fast_stages),
-            (f"  fast, ddim×{args.fast_steps}", fewer_seconds, fewer_tokens, fewer_stages))
-    for name, seconds, tokens, stages in rows:
+          f"{settings.max_new_tokens} new tokens, top-p {settings.top_p}; {settings.steps} {settings.sampler} steps, {settings.guidance_gradient} gradient, s={settings.guidance_scale:g}, K={settings.mc_samples}")
+    print(f"{'method':32s} {'wall s':>8s} {'ratio':>6s} {'tok/s':>7s}   breakdown (s), median of {args.repeats} runs")
+    plain_seconds = results["plain transformers"][0]
+    for name, (seconds, tokens, stages) in results.items():
         breakdown = "  ".join(f"{k} {v:.2f}" for k, v in stages.items())
-        print(f"{name:24s} {seconds:8.2f} {seconds / plain_seconds:6.2f} {tokens / seconds:7.1f}   {breakdown}")
+        print(f"{name:32s} {seconds:8.2f} {seconds / plain_seconds:6.2f} {tokens / seconds:7.1f}   {breakdown}")
     print(f"peak memory: {peak_memory(device)}")
 
 

@@ -24,10 +24,10 @@ CSV_COLUMNS = [
 def sweep(
     prompts: Annotated[str, typer.Option(help="File of prompts, one per line or JSONL with a 'prompt' field; '-' reads stdin.")],
     attr: Annotated[str, typer.Option("--attr", "-a", help="The attribute to steer toward: LABEL or CLASSIFIER:LABEL.")],
-    scales: Annotated[str, typer.Option(help="Comma-separated guidance scales; 0 (unguided) is always included.")] = "0,1,2,5,10",
+    scales: Annotated[str, typer.Option(help="Comma-separated guidance scales; 0 (unguided) is always included.")] = "0,2,5,7,10",
     bundle: Annotated[str, typer.Option(help="Bundle directory or name.")] = "default",
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Samples per prompt and scale.")] = 4,
-    steps: Annotated[int, typer.Option(help="Diffusion sampling steps.")] = 50,
+    steps: Annotated[int, typer.Option(help="Diffusion sampling steps.")] = 20,
     sampler: Annotated[str, typer.Option(help="Diffusion sampler: ddpm or ddim.")] = "ddpm",
     cfg: Annotated[float, typer.Option(help="Classifier-free guidance weight on the prefix (1 = off).")] = 1.0,
     mc_samples: Annotated[int, typer.Option(help="Monte-Carlo samples per guidance step.")] = 32,
