@@ -16,12 +16,11 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-import torch
+from control import plain_samples  # benchmarks/ is on the path when a script here runs
 
 from dglm_cli.datasets import held_out_split, vader_ground_truth
 from dglm_cli.pipeline import GenerationSettings, Pipeline
 from dglm_cli.records import read_prompts
-from dglm_cli.rng import RecordRNG
 from dglm_cli.scoring import VaderScorer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,14 +59,7 @@ def main() -> None:
             texts += pipeline.decode(prefixes[start:stop], seeds[start:stop], x[start:stop], settings)
         rates = vader_rates(texts)
         print(f"| {name} ({len(sentences)}) | {rates['positive']:.2f} | {rates['negative']:.2f} |", flush=True)
-    decoder = pipeline.bundle.decoder
-    texts = []
-    for start in range(0, len(prefixes), settings.batch_size):
-        stop = start + settings.batch_size
-        empty = torch.zeros(len(prefixes[start:stop]), 0, decoder.config.embedding_dim, device=pipeline.device)
-        texts += decoder.generate(prefixes[start:stop], empty, RecordRNG(seeds[start:stop], "tokens", pipeline.device),
-                                  settings.max_new_tokens, settings.top_p, settings.temperature, settings.repetition_penalty)
-    rates = vader_rates(texts)
+    rates = vader_rates(plain_samples(pipeline, prefixes, seeds, settings))
     print(f"| no soft prompt | {rates['positive']:.2f} | {rates['negative']:.2f} |")
 
 

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from control import PAPER_SETTINGS  # benchmarks/ is on the path when a script here runs
 
 from dglm_cli import assets
 from dglm_cli.bundle import find_bundle, load_encoder_reference, save_bundle
@@ -124,7 +125,7 @@ def main() -> None:
         name = "sentiment" if "sentiment" in classifiers else next(iter(classifiers))
         label = f"{name}:{classifiers[name].labels[-1]}"  # named in full: saved classifiers may share the label
         dglm_generate(pipeline, prompts[:2], [label], GenerationSettings(steps=2, max_new_tokens=2))  # warm-up
-        paper = replace(settings, guidance_scale=5.0, steps=50, guidance_gradient="full")  # the defaults before benchmarks/diffusion.py
+        paper = replace(settings, **PAPER_SETTINGS)
         methods = {
             "plain transformers": lambda: (*plain_generate(pipeline, prompts, settings), {}),
             "dglm unguided": lambda: dglm_generate(pipeline, prompts, [], settings),

@@ -127,9 +127,9 @@ class SoftPromptDecoder:
         soft_end = logits.shape[1] - 1 - torch.tensor([len(c) for c in continuation_ids], device=logits.device)  # last soft position
         positions = soft_end[:, None] - torch.arange(k - 1, -1, -1, device=logits.device)  # (B, k)
         log_mix = torch.logsumexp(logits[rows[:, None], positions].float().log_softmax(dim=-1), dim=1) - math.log(k)  # (B, V)
-        targets = labels[:, -logits.shape[1] + 1 :].clamp(min=0)  # (B, C'), padding -> token 0, masked below
-        mask = labels[:, -logits.shape[1] + 1 :] != IGNORE_INDEX
-        picked = log_mix.gather(1, targets)  # (B, C')
+        labels = labels[:, -logits.shape[1] + 1 :]  # (B, C'): the labels of the kept positions
+        mask = labels != IGNORE_INDEX
+        picked = log_mix.gather(1, labels.clamp(min=0))  # (B, C'), padding -> token 0, masked below
         return -(picked * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
     @torch.no_grad()

@@ -155,7 +155,6 @@ class Pipeline:
             if on_progress:
                 on_progress(len(batch))
 
-    @torch.no_grad()
     def continue_batch(self, batch: list[RecordPlan], targets: list[AttributeTarget], settings: GenerationSettings) -> list[str]:
         seeds = [p.seed for p in batch]
         prefixes = [p.prompt.text for p in batch]

@@ -22,6 +22,7 @@ from dglm_cli.decoder import SoftPromptDecoder
 from dglm_cli.denoiser import Denoiser
 from dglm_cli.encoder import LatentStats
 from dglm_cli.errors import InputError
+from dglm_cli.files import first_line
 from dglm_cli.objectives import (
     AdaptiveLogSNRSampler,
     DecoderObjective,
@@ -219,7 +220,7 @@ class Trainer:
         try:
             self._restore_weights(checkpoint)
         except (KeyError, RuntimeError) as error:
-            raise InputError(f"--init-from: {run_dir} does not fit this run ({str(error).splitlines()[0]})") from None
+            raise InputError(f"--init-from: {run_dir} does not fit this run ({first_line(error)})") from None
 
     def _restore_weights(self, checkpoint) -> None:
         """The head, its EMA and the trained LM part (when this run trains one) from a checkpoint."""
