@@ -38,10 +38,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=80, help="continuations per row (prompts are cycled)")
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0, help="the held-out split's seed (the build script's --seed)")
+    parser.add_argument("--decoder-cfg", type=float, default=1.0, help="classifier-free guidance weight on the soft prompt")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     pipeline = Pipeline.from_bundle(args.bundle, args.device)
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, decoder_cfg=args.decoder_cfg)
     prompts = [p.text for p in read_prompts(str(args.prompts))]
     prefixes = [prompts[i % len(prompts)] for i in range(args.samples)]
     seeds = list(range(args.samples))
@@ -49,7 +50,7 @@ def main() -> None:
     sources = {"positive sentences": [r.text for r in held_out if r.valence > 2][: args.samples],
                "negative sentences": [r.text for r in held_out if r.valence < -2][: args.samples]}
     print(f"bundle {pipeline.bundle.name}; {args.samples} continuations per row, {args.max_new_tokens} new tokens, "
-          f"renoised at α² = {pipeline.bundle.prompt_generator.config.inference_alpha2}\n")
+          f"renoised at α² = {pipeline.bundle.prompt_generator.config.inference_alpha2}, decoder cfg {args.decoder_cfg}\n")
     print("| latent | VADER positive | VADER negative |\n|---|---:|---:|")
     for name, sentences in sources.items():
         x = pipeline.bundle.stats.to_latent(pipeline.bundle.encoder.encode(sentences).to(pipeline.device))  # (N, D)

@@ -134,12 +134,47 @@ def test_reweight_sees_each_step_and_steers_the_draw(decoder):
     assert seen == [(2, 0), (2, 1), (2, 2)]
 
 
+def test_decoder_cfg_one_is_the_soft_prompted_lm_and_zero_the_plain_lm(decoder):
+    """cfg = 1 takes the unguided path; cfg = 0 keeps only the half without the soft prompt."""
+    soft = torch.randn(3, 2, decoder.config.embedding_dim)
+    texts, seeds = ["The cat", "", "Prices of coffee and tea rose"], [3, 4, 5]
+
+    def run(soft, cfg):
+        return decoder.generate(texts, soft, RecordRNG(seeds, "tokens"), max_new_tokens=6, temperature=0, cfg=cfg)
+
+    assert run(soft, 1.0) == decoder.generate(texts, soft, RecordRNG(seeds, "tokens"), max_new_tokens=6, temperature=0)
+    assert run(soft, 0.0) == run(soft[:, :0], 1.0)
+
+
+def test_decoder_cfg_extrapolates_from_the_plain_lm(decoder):
+    """With cfg = 3 the first token is the argmax of log p(·|x) + 3 (log p(·|x, soft) − log p(·|x))."""
+    soft = torch.randn(2, 2, decoder.config.embedding_dim)
+    texts = ["The train was", "We walked"]
+    prefix_ids = decoder.tokenize(texts)
+    with torch.no_grad():
+        conditional = decoder.logits(decoder.assemble(prefix_ids, soft, left_pad=True), 1)[:, -1].log_softmax(-1)
+        plain = decoder.logits(decoder.assemble(prefix_ids, soft[:, :0], left_pad=True), 1)[:, -1].log_softmax(-1)
+    expected = (plain + 3 * (conditional - plain)).argmax(dim=-1)
+    out = decoder.generate(texts, soft, RecordRNG([0, 1], "tokens"), max_new_tokens=1, temperature=0, cfg=3.0)
+    assert out == [decoder._decode([token]) for token in expected.tolist()]
+
+
 def test_nucleus_from_the_top_candidates_matches_a_full_sort():
     logits = torch.randn(256, 1000) * torch.linspace(0.5, 8, 256)[:, None]  # flat to peaked rows
     seeds = list(range(256))
     few = sample_top_p(logits, RecordRNG(seeds, "tokens"), 0.9, 1.0, candidates=20)
     everything = sample_top_p(logits, RecordRNG(seeds, "tokens"), 0.9, 1.0, candidates=1000)
     assert torch.equal(few, everything)
+
+
+def test_top_p_one_draws_from_the_whole_vocabulary_by_inverse_cdf():
+    logits = torch.randn(64, 300) * 3
+    seeds = list(range(64))
+    tokens = sample_top_p(logits, RecordRNG(seeds, "tokens"), 1.0, 1.0)
+    uniform = RecordRNG(seeds, "tokens").rand(1)  # (B, 1): the draw sample_top_p makes
+    probs, order = logits.softmax(dim=-1).sort(dim=-1, descending=True)
+    expected = order.gather(1, torch.searchsorted(probs.cumsum(dim=-1), uniform * probs.sum(dim=-1, keepdim=True)))
+    assert torch.equal(tokens, expected.squeeze(1))
 
 
 def test_continuation_loss_of_a_padded_batch_matches_each_row_alone(decoder):

@@ -143,13 +143,21 @@ class SoftPromptDecoder:
         temperature: float = 1.0,
         repetition_penalty: float = 1.0,
         reweight: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        cfg: float = 1.0,
     ) -> list[str]:
         """Sample one continuation per row; `soft` is (B, k, E), k may be 0.
 
+        `cfg` ≠ 1 is classifier-free guidance on the soft prompt: each step's next-token log-probabilities
+        are log p(·|prefix) + cfg · (log p(·|prefix, soft) − log p(·|prefix)), the unconditional term from
+        the same LM without the soft prompt, run as a second half of the batch (twice the decode work).
         `reweight(generated (B, T), logits (B, V)) -> logits` may change each step's next-token scores
         before sampling (weighted decoding baselines use it).
         """
-        batch = self.assemble(self.tokenize(prefixes), soft, left_pad=True)
+        guided = cfg != 1.0 and soft.shape[1] > 0
+        prefix_ids = self.tokenize(prefixes)
+        batch = self.assemble(prefix_ids, soft, left_pad=True)
+        if guided:  # rows B..2B-1: the same prefixes without the soft prompt
+            batch = _stack_left_padded(batch, self.assemble(prefix_ids, soft[:, :0], left_pad=True))
         out = self.model(
             inputs_embeds=batch.inputs_embeds,
             attention_mask=batch.attention_mask,
@@ -162,7 +170,11 @@ class SoftPromptDecoder:
         finished = torch.zeros(len(prefixes), dtype=torch.bool, device=self.device)
         stop_ids = torch.tensor(self.stop_ids, device=self.device)
         for _ in range(max_new_tokens):
-            logits = penalize_repetition(out.logits[:, -1].float(), generated, repetition_penalty)
+            logits = out.logits[:, -1].float()  # (B, V), or (2B, V) when guided
+            if guided:
+                conditional, unconditional = logits.log_softmax(dim=-1).chunk(2)
+                logits = unconditional + cfg * (conditional - unconditional)  # (B, V)
+            logits = penalize_repetition(logits, generated, repetition_penalty)
             if reweight is not None:
                 logits = reweight(generated, logits)
             tokens = sample_top_p(logits, rng, top_p, temperature)  # (B,)
@@ -171,10 +183,10 @@ class SoftPromptDecoder:
             finished |= torch.isin(tokens, stop_ids)
             if finished.all():
                 break
-            mask = torch.cat([mask, mask.new_ones(len(prefixes), 1)], dim=1)
+            mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
             positions = positions + 1
             out = self.model(
-                input_ids=tokens[:, None],
+                input_ids=(torch.cat([tokens, tokens]) if guided else tokens)[:, None],
                 attention_mask=mask,
                 position_ids=positions,
                 use_cache=True,
@@ -185,6 +197,28 @@ class SoftPromptDecoder:
     def _decode(self, ids: list[int]) -> str:
         stops = [i for i, token in enumerate(ids) if token in self.stop_ids]
         return self.tokenizer.decode(ids[: stops[0]] if stops else ids, skip_special_tokens=True)
+
+
+def _stack_left_padded(first: DecoderBatch, second: DecoderBatch) -> DecoderBatch:
+    """Rows of `first` then `second`, each left-padded to the wider one (labels dropped)."""
+    width = max(first.attention_mask.shape[1], second.attention_mask.shape[1])
+
+    def pad(batch: DecoderBatch) -> DecoderBatch:
+        extra = width - batch.attention_mask.shape[1]
+        return DecoderBatch(
+            F.pad(batch.inputs_embeds, (0, 0, extra, 0)),  # (B, width, E)
+            F.pad(batch.attention_mask, (extra, 0)),
+            F.pad(batch.position_ids, (extra, 0)),
+            None,
+        )
+
+    first, second = pad(first), pad(second)
+    return DecoderBatch(
+        torch.cat([first.inputs_embeds, second.inputs_embeds]),  # (2B, width, E)
+        torch.cat([first.attention_mask, second.attention_mask]),
+        torch.cat([first.position_ids, second.position_ids]),
+        None,
+    )
 
 
 def penalize_repetition(logits: torch.Tensor, generated: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -206,8 +240,11 @@ def sample_top_p(logits: torch.Tensor, rng: RecordRNG, top_p: float, temperature
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = F.softmax(logits / temperature, dim=-1)
+    if top_p >= 1:  # the nucleus is the whole vocabulary
+        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V)
+        return _draw_from_nucleus(sorted_probs, order, uniform, top_p)
     top_probs, top_order = probs.topk(min(candidates, probs.shape[-1]), dim=-1)  # (B, C), descending
-    wide = (top_probs.sum(dim=-1) < top_p + 1e-4) if top_p < 1 else torch.ones_like(uniform, dtype=torch.bool)
+    wide = top_probs.sum(dim=-1) < top_p + 1e-4
     tokens = _draw_from_nucleus(top_probs, top_order, uniform, top_p)
     if wide.any():
         sorted_probs, order = probs[wide].sort(dim=-1, descending=True)  # (W, V)

@@ -30,6 +30,7 @@ class GenerationSettings:
     # full gradient at s = 5 (the previous defaults) in a fifth of the diffusion time.
     guidance_scale: float = 7.0  # s in ε̂' = ε̂ + s·σ·∇L
     cfg: float = 1.0  # classifier-free guidance weight on the prefix (1 = conditional only)
+    decoder_cfg: float = 1.0  # classifier-free guidance weight on the soft prompt, in the decoder (1 = off)
     steps: int = 20
     sampler: str = "ddpm"
     max_new_tokens: int = 32
@@ -55,6 +56,7 @@ class GenerationSettings:
             (self.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.guidance_scale >= 0, "--guidance must be >= 0"),
+            (self.decoder_cfg >= 0, "--decoder-cfg must be >= 0"),
             (self.mc_samples >= 1, "mc_samples must be at least 1"),
             (self.repetition_penalty > 0, "--repetition-penalty must be > 0"),
             (self.renoise_alpha2 is None or 0 < self.renoise_alpha2 <= 1, "re-noise α² must be in (0, 1]"),
@@ -172,7 +174,7 @@ class Pipeline:
         with self._stage("decode"):
             return b.decoder.generate(
                 prefixes, soft, RecordRNG(seeds, "tokens", self.device), settings.max_new_tokens,
-                settings.top_p, settings.temperature, settings.repetition_penalty,
+                settings.top_p, settings.temperature, settings.repetition_penalty, cfg=settings.decoder_cfg,
             )
 
     @torch.no_grad()
@@ -242,6 +244,7 @@ class Pipeline:
                 "aggregate": settings.aggregate,
                 "guidance_gradient": settings.guidance_gradient,
                 "renoise_alpha2": self._renoise_alpha2(settings),
+                "decoder_cfg": settings.decoder_cfg,
             },
         }
 

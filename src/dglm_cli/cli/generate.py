@@ -21,6 +21,7 @@ def generate(
     avoid: Annotated[list[str], typer.Option(help="Steer away from an attribute, same syntax as --attr (repeatable).")] = [],
     guidance: Annotated[float, typer.Option(help="Classifier-guidance scale s (0 = unguided).")] = 7.0,
     cfg: Annotated[float, typer.Option(help="Classifier-free guidance weight on the prefix (1 = off).")] = 1.0,
+    decoder_cfg: Annotated[float, typer.Option(help="Classifier-free guidance weight on the soft prompt in the decoder: > 1 follows the latent more closely, at twice the decode cost (1 = off).")] = 1.0,
     steps: Annotated[int, typer.Option(help="Diffusion sampling steps.")] = 20,
     sampler: Annotated[str, typer.Option(help="Diffusion sampler: ddpm or ddim.")] = "ddpm",
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Samples per prompt.")] = 1,
@@ -57,7 +58,7 @@ def generate(
     if prompts is not None:
         items += read_prompts(prompts, start=len(items))
     settings = GenerationSettings(
-        num_samples=num_samples, guidance_scale=guidance, cfg=cfg, steps=steps, sampler=sampler,
+        num_samples=num_samples, guidance_scale=guidance, cfg=cfg, decoder_cfg=decoder_cfg, steps=steps, sampler=sampler,
         max_new_tokens=max_new_tokens, top_p=top_p, temperature=temperature,
         repetition_penalty=repetition_penalty, mc_samples=mc_samples, aggregate=aggregate,
         guidance_gradient=guidance_gradient,

@@ -30,6 +30,7 @@ def sweep(
     steps: Annotated[int, typer.Option(help="Diffusion sampling steps.")] = 20,
     sampler: Annotated[str, typer.Option(help="Diffusion sampler: ddpm or ddim.")] = "ddpm",
     cfg: Annotated[float, typer.Option(help="Classifier-free guidance weight on the prefix (1 = off).")] = 1.0,
+    decoder_cfg: Annotated[float, typer.Option(help="Classifier-free guidance weight on the soft prompt in the decoder: > 1 follows the latent more closely, at twice the decode cost (1 = off).")] = 1.0,
     mc_samples: Annotated[int, typer.Option(help="Monte-Carlo samples per guidance step.")] = 32,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per continuation.")] = 32,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 0.9,
@@ -65,7 +66,7 @@ def sweep(
 
     items = read_prompts(prompts)
     base = GenerationSettings(
-        num_samples=num_samples, steps=steps, sampler=sampler, cfg=cfg, mc_samples=mc_samples,
+        num_samples=num_samples, steps=steps, sampler=sampler, cfg=cfg, decoder_cfg=decoder_cfg, mc_samples=mc_samples,
         max_new_tokens=max_new_tokens, top_p=top_p, seed=seed, batch_size=batch_size,
     )
     base.validate()
