@@ -86,10 +86,18 @@ def test_guidance_settings_are_recorded(tiny_bundle):
     ]
 
 
+def test_decoder_cfg_is_recorded_and_changes_the_text(tiny_bundle):
+    base = ["generate", "--bundle", tiny_bundle, "-p", "The restaurant on the corner", "-n", "2", "--steps", "3", "--max-new-tokens", "12"]
+    plain, guided = records(invoke(*base).stdout), records(invoke(*base, "--decoder-cfg", "4").stdout)
+    assert [r["meta"]["decoder_cfg"] for r in plain + guided] == [1.0, 1.0, 4.0, 4.0]
+    assert [r["continuation"] for r in plain] != [r["continuation"] for r in guided]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--attr", "joyful"], "unknown attribute 'joyful'; available: tiny-sentiment:negative, tiny-sentiment:positive"),
     (["--attr", "positive:-1"], "weight must be positive"),
     (["--sampler", "euler"], "--sampler must be one of ddpm, ddim"),
+    (["--decoder-cfg", "-1"], "--decoder-cfg must be >= 0"),
     (["--device", "cuda:7" if not __import__("torch").cuda.is_available() else "tpu"], "device"),
 ])
 def test_bad_options_are_one_line(tiny_bundle, args, message):
