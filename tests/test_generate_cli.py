@@ -159,3 +159,20 @@ def test_output_that_is_a_directory_or_binary_is_one_line(tiny_bundle, tmp_path)
     binary.write_bytes(b"\xff\xfe\x00garbage\n")
     result = invoke("generate", "--bundle", tiny_bundle, "-p", "Hi", "-o", binary, *FAST)
     assert result.exit_code != 0 and "not UTF-8" in result.output
+
+
+@pytest.mark.parametrize("command", ["generate", "sweep"])
+def test_generation_option_defaults_are_the_api_defaults(command):
+    """The CLI repeats GenerationSettings' defaults in its signatures; they must not drift apart."""
+    import dataclasses
+
+    import typer.main
+
+    from dglm_cli.pipeline import GenerationSettings
+
+    renamed = {"guidance_scale": "guidance", "renoise_alpha2": "renoise"}
+    api = {renamed.get(f.name, f.name): f.default for f in dataclasses.fields(GenerationSettings)}
+    cli = {p.name: p.default for p in typer.main.get_command(app).commands[command].params}
+    shared = set(api) & set(cli) - {"num_samples", "batch_size"}  # sweep samples and batches more by design
+    assert {"steps", "sampler", "cfg", "decoder_cfg", "top_p", "max_new_tokens", "mc_samples", "seed"} <= shared
+    assert {name: cli[name] for name in shared} == {name: api[name] for name in shared}

