@@ -12,7 +12,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stder
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 BundleName = Annotated[str, typer.Option(help="Bundle directory or name.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")]
-PromptsFile = "File of prompts, one per line or JSONL with a 'prompt' field; '-' reads stdin."
+PROMPTS_FILE_HELP = "File of prompts, one per line or JSONL with a 'prompt' field; '-' reads stdin."
 
 # Generation (generate and sweep)
 Steps = Annotated[int, typer.Option(help="Diffusion sampling steps.")]

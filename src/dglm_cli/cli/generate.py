@@ -10,13 +10,13 @@ import typer
 
 from dglm_cli.cli._common import progress, quiet_libraries, stderr, user_errors
 from dglm_cli.cli._options import (
+    PROMPTS_FILE_HELP,
     BundleName,
     Cfg,
     DecoderCfg,
     Device,
     MaxNewTokens,
     McSamples,
-    PromptsFile,
     Quiet,
     Sampler,
     Steps,
@@ -29,7 +29,7 @@ DEFAULT_BUNDLE = "default"
 @user_errors
 def generate(
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="A prompt (repeatable).")] = [],
-    prompts: Annotated[str | None, typer.Option(help=PromptsFile)] = None,
+    prompts: Annotated[str | None, typer.Option(help=PROMPTS_FILE_HELP)] = None,
     attr: Annotated[list[str], typer.Option("--attr", "-a", help="Steer toward an attribute: LABEL, LABEL:WEIGHT or CLASSIFIER:LABEL[:WEIGHT] (repeatable).")] = [],
     avoid: Annotated[list[str], typer.Option(help="Steer away from an attribute, same syntax as --attr (repeatable).")] = [],
     guidance: Annotated[float, typer.Option(help="Classifier-guidance scale s (0 = unguided).")] = 7.0,

@@ -14,6 +14,7 @@ import typer
 
 from dglm_cli.cli._common import progress, quiet_libraries, stderr, user_errors
 from dglm_cli.cli._options import (
+    PROMPTS_FILE_HELP,
     BundleName,
     Cfg,
     DecoderCfg,
@@ -22,7 +23,6 @@ from dglm_cli.cli._options import (
     MaxNewTokens,
     McSamples,
     PplModel,
-    PromptsFile,
     Quiet,
     Sampler,
     Steps,
@@ -37,7 +37,7 @@ CSV_COLUMNS = [
 
 @user_errors
 def sweep(
-    prompts: Annotated[str, typer.Option(help=PromptsFile)],
+    prompts: Annotated[str, typer.Option(help=PROMPTS_FILE_HELP)],
     attr: Annotated[str, typer.Option("--attr", "-a", help="The attribute to steer toward: LABEL or CLASSIFIER:LABEL.")],
     scales: Annotated[str, typer.Option(help="Comma-separated guidance scales; 0 (unguided) is always included.")] = "0,2,5,7,10",
     bundle: BundleName = "default",
