@@ -37,9 +37,10 @@ NEUTRAL_PROMPTS = ROOT / "examples" / "prompts" / "neutral.txt"
 PACKAGE_BUNDLE = ROOT / "src" / "dglm_cli" / "bundles" / "default"
 BUDGET_SHARES = {"distill": 0.09, "diffusion": 0.15, "decoder": 0.55}  # of --time-budget; the rest encodes and evaluates
 # The shipped bundle's decoder trained through rank-16 adapters at batch 24 on CPU. With SmolLM2 frozen at
-# batch 128 (the configuration of the reference run), a CPU run put 0.23 nats/token of the latent
-# into the text after 51k examples (true vs shuffled latent), where the adapter run had 0.10 after 65k; so a
-# CUDA build, which can afford batch 128 and many more examples, trains that way.
+# batch 128 (the configuration of the reference run), a CPU run put 0.32 nats/token of the latent
+# into the text after 102k examples (true vs shuffled latent), where the adapter run had 0.20; so a CUDA
+# build, which can afford batch 128 and many more examples, trains that way. (Neither CPU run steered
+# sentiment on this corpus; see the README.)
 DECODER_FLAGS = {
     "cpu": ["--batch-size", 24, "--lr", "1e-3", "--lora-rank", 16, "--lm-lr", "5e-4", "--warmup", 100,
             "--bag-of-words-weight", 0.5],
