@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from dglm_cli.classifier_training import (
-    C_GRID, TrainingSettings, check_labels, clean_rows, encoder_source, fit, to_linear_classifier, train_classifier,
+    C_GRID,
+    TrainingSettings,
+    check_labels,
+    clean_rows,
+    encoder_source,
+    fit,
+    to_linear_classifier,
+    train_classifier,
 )
 from dglm_cli.embedding_cache import EmbeddingCache, embed_texts
 from dglm_cli.encoder import SentenceEncoder

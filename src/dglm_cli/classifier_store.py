@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dglm_cli.bundle import (
-    CONFIG, Bundle, add_classifier, bundle_encoder_config, encoder_identity, find_bundle, load_classifier, read_json, save_classifier,
+    CONFIG,
+    Bundle,
+    add_classifier,
+    bundle_encoder_config,
+    encoder_identity,
+    find_bundle,
+    load_classifier,
+    read_json,
+    save_classifier,
 )
 from dglm_cli.classifier import LinearClassifier
 from dglm_cli.errors import BundleError, InputError

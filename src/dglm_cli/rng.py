@@ -10,6 +10,7 @@ import hashlib
 
 import torch
 
+
 def stream_seed(seed: int, stream: str) -> int:
     digest = hashlib.sha256(f"{seed}/{stream}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
