@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from test_fetch import TINY_REPO, FakeHub, hub, package_index, repo_files, use_index  # noqa: F401
 from typer.testing import CliRunner
 
 from dglm_cli import fetch
 from dglm_cli.cli import app
+from test_fetch import TINY_REPO, FakeHub, hub, package_index, repo_files, use_index  # noqa: F401
 
 
 def invoke(*args):
