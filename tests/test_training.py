@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from dglm_cli.bundle import read_tensors
 from dglm_cli.cli import app
-from dglm_cli.corpus import CorpusConfig, build_corpus, chunk_tokens, load_corpus, save_corpus, split_chunks
+from dglm_cli.corpus import CorpusConfig, Pair, build_corpus, chunk_tokens, load_corpus, read_documents, save_corpus, split_chunks
+from dglm_cli.errors import InputError
 from dglm_cli.files import sha256_file
 from dglm_cli.tiny import SENTENCES, bag_of_words_encoder, save_tiny_lm, tiny_lm, tiny_sentence_encoder
 
@@ -85,6 +86,25 @@ def test_corpus_cache_round_trip(tmp_path, tiny_encoder):
     assert torch.allclose(tiny_encoder.encode([text]), corpus.continuation_embeddings[:1], atol=1e-6)
 
 
+def test_explicit_pairs_are_kept_as_split(tmp_path, tiny_encoder):
+    _, tokenizer = tiny_lm("gpt2")
+    path = tmp_path / "pairs.jsonl"
+    pair = {"prefix": "The cat", "continuation": " sat on the warm mat" * 8}
+    path.write_text("\n".join([json.dumps({"text": s}) for s in SENTENCES] + [json.dumps(pair)]) + "\n")
+    documents = read_documents(path)
+    assert documents[:-1] == SENTENCES and documents[-1] == Pair(pair["prefix"], pair["continuation"])
+    corpus = build_corpus(documents, tokenizer, tiny_encoder, CorpusConfig(max_tokens=16, val_size=1))
+    prefix = tokenizer(pair["prefix"], add_special_tokens=False).input_ids
+    continuation = tokenizer(pair["continuation"], add_special_tokens=False).input_ids[:16]
+    rows = [i for i, ids in enumerate(corpus.prefix_ids) if ids == prefix and corpus.continuation_ids[i] == continuation]
+    assert len(rows) == 1  # the pair, split where it was given and cut to --max-tokens
+    text = tokenizer.decode(continuation)
+    assert torch.allclose(tiny_encoder.encode([text]), corpus.continuation_embeddings[rows], atol=1e-6)
+    path.write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps({"prefix": "no continuation"}) + "\n")
+    with pytest.raises(InputError, match=r"pairs.jsonl:2: no string field 'text' \(or 'prefix' and 'continuation'\)"):
+        read_documents(path)
+
+
 def test_diffusion_training_reduces_validation_loss(diffusion_run):
     losses = validations(diffusion_run, "val_loss")
     assert len(losses) == 3 and losses[-1] < losses[0]
@@ -140,6 +160,14 @@ def test_adapter_fine_tuning_ships_only_the_adapters(soup, tmp_path):
         merged, wrapped = load_bundle(out).decoder.model(input_ids=ids).logits, resumed.decoder.model(input_ids=ids).logits
     assert torch.allclose(merged, wrapped, atol=1e-2)  # float16 adapters (--half)
     assert read_tensors(out / "denoiser" / "model.safetensors")["null_context"].dtype == torch.float16
+
+    # a bundle is a starting point too: a new run takes its prompt generator and adapters
+    invoke("train-decoder", soup / "soup.txt", "--run", tmp_path / "from-bundle", *models, "--max-steps", "1", "--eval-every", "1",
+           "--lora-rank", "8", "--init-from", out, "-q")
+    assert validations(tmp_path / "from-bundle", "val_true_latent")[0] == pytest.approx(true[-1], abs=0.1)
+    result = CliRunner().invoke(app, ["train-decoder", str(soup / "soup.txt"), "--run", str(tmp_path / "frozen"), *map(str, models),
+                                      "--init-from", str(out)])
+    assert result.exit_code == 2 and "has decoder adapters; train with --lora-rank 8" in result.output
 
 
 def test_export_then_generate(diffusion_run, tiny_bundle, corpus_file, tmp_path):

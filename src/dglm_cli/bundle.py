@@ -307,6 +307,20 @@ def load_bundle(name_or_path: str | Path, device: str | torch.device = "cpu", ve
     return Bundle(path, manifest, encoder, stats, denoiser, prompt_generator, decoder, classifiers)
 
 
+def is_bundle(path: Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def read_decoder_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """A bundle's prompt-generator weights and its decoder's adapters (None if it has none), checked
+    against the manifest: what a decoder run may start from instead of random weights."""
+    manifest = read_manifest(path)
+    verify_files(path, manifest)
+    decoder_config = config_from_dict(DecoderConfig, read_json(path / "decoder" / CONFIG), "decoder/config.json")
+    adapter = read_tensors(path / ADAPTER) if decoder_config.adapter_rank else None
+    return read_tensors(path / "prompt_generator" / WEIGHTS), adapter
+
+
 def _check_dimensions(encoder_config, decoder_config, stats, denoiser, prompt_generator, classifiers) -> None:
     dim = encoder_config.embedding_dim
     checks = [

@@ -1,10 +1,12 @@
 """Training corpora: documents -> (prefix, continuation) token splits -> cached encoder embeddings.
 
-1. Documents come from a text file (one per line), JSONL with a `text` field, or stdin.
+1. Documents come from a text file (one per line), JSONL with a `text` field, or stdin. A JSONL line
+   with `prefix` and `continuation` fields instead is an explicit pair, kept as it is split.
 2. Each document is tokenised with the decoder's tokenizer and cut into chunks of at most `max_tokens`
    (a trailing piece is kept if it has at least `min_tokens`).
 3. Each chunk of n tokens is split at k = round(u·(n − 1)), u ~ U(0, 1) (the paper's split): the
-   prefix has 0…n−1 tokens (possibly none) and the continuation at least one.
+   prefix has 0…n−1 tokens (possibly none) and the continuation at least one. An explicit pair keeps
+   its prefix and the first `max_tokens` tokens of its continuation.
 4. Prefix and continuation texts (decoded from the token slices) are encoded once; embeddings are cached
    as safetensors shards beside the token ids and the per-dimension normalisation statistics.
 """
@@ -38,6 +40,17 @@ class CorpusConfig:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class Pair:
+    """A document already split: the continuation is to be predicted from the prefix."""
+
+    prefix: str
+    continuation: str
+
+
+Document = str | Pair
+
+
 @dataclass
 class LatentCorpus:
     """n examples; rows [0, n_val) are the validation split, the rest the training split."""
@@ -61,21 +74,27 @@ class LatentCorpus:
         return torch.arange(self.n_val)
 
 
-def read_documents(path: str | Path) -> list[str]:
-    """Plain text (one document per line) or JSONL with a `text` field; blank lines are skipped."""
+def read_documents(path: str | Path) -> list[Document]:
+    """Plain text (one document per line) or JSONL with a `text` field, or `prefix` and `continuation`
+    fields for an explicit pair; blank lines are skipped."""
     lines = read_lines(path)
     numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
     if not numbered:
         raise InputError(f"{path}: no documents found")
     if not numbered[0][1].lstrip().startswith("{"):
         return [line.strip() for _, line in numbered]
-    documents = []
-    for number, line in numbered:
-        text = json_object(line, f"{path}:{number}").get("text")
-        if not isinstance(text, str):
-            raise InputError(f"{path}:{number}: no string field 'text'")
-        documents.append(text)
-    return documents
+    return [_jsonl_document(json_object(line, f"{path}:{number}"), f"{path}:{number}") for number, line in numbered]
+
+
+def _jsonl_document(data: dict, where: str) -> Document:
+    if isinstance(data.get("text"), str):
+        return data["text"]
+    prefix, continuation = data.get("prefix"), data.get("continuation")
+    if isinstance(prefix, str) and isinstance(continuation, str):
+        if not continuation.strip():
+            raise InputError(f"{where}: empty 'continuation'")
+        return Pair(prefix, continuation)
+    raise InputError(f"{where}: no string field 'text' (or 'prefix' and 'continuation')")
 
 
 def chunk_tokens(token_lists: list[list[int]], max_tokens: int, min_tokens: int) -> list[list[int]]:
@@ -99,18 +118,20 @@ def split_chunks(chunks: list[list[int]], splits: int, generator: torch.Generato
 
 
 def build_corpus(
-    documents: list[str],
+    documents: list[Document],
     tokenizer,
     encoder: SentenceEncoder,
     config: CorpusConfig,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> LatentCorpus:
     generator = torch.Generator().manual_seed(config.seed)
-    token_lists = [tokenizer(doc, add_special_tokens=False).input_ids for doc in documents]
+    texts = [doc for doc in documents if isinstance(doc, str)]
+    token_lists = [tokenizer(doc, add_special_tokens=False).input_ids for doc in texts]
     chunks = chunk_tokens(token_lists, config.max_tokens, config.min_tokens)
-    if len(chunks) < 2:
-        raise InputError(f"the corpus gives {len(chunks)} chunk(s) of ≥ {config.min_tokens} tokens; need at least 2")
     pairs = split_chunks(chunks, config.splits_per_chunk, generator)
+    pairs += tokenize_pairs([doc for doc in documents if isinstance(doc, Pair)], tokenizer, config.max_tokens)
+    if len(pairs) < 2:
+        raise InputError(f"the corpus gives {len(pairs)} example(s) (chunks of ≥ {config.min_tokens} tokens or pairs); need at least 2")
     order = torch.randperm(len(pairs), generator=generator).tolist()
     pairs = [pairs[i] for i in order]
     prefixes = tokenizer.batch_decode([p for p, _ in pairs], skip_special_tokens=True)
@@ -122,6 +143,16 @@ def build_corpus(
     return LatentCorpus([p for p, _ in pairs], [c for _, c in pairs], prefix_embeddings, continuation_embeddings, stats, n_val)
 
 
+def tokenize_pairs(pairs: list[Pair], tokenizer, max_tokens: int) -> list[tuple[list[int], list[int]]]:
+    """Explicit pairs as token ids: the prefix whole, the continuation cut to its first `max_tokens`."""
+    tokenized = []
+    for pair in pairs:
+        continuation = tokenizer(pair.continuation, add_special_tokens=False).input_ids[:max_tokens]
+        if continuation:
+            tokenized.append((tokenizer(pair.prefix, add_special_tokens=False).input_ids, continuation))
+    return tokenized
+
+
 def _encode_all(encoder: SentenceEncoder, texts: list[str], on_progress, batch: int = 512) -> torch.Tensor:
     parts = []
     for start in range(0, len(texts), batch):
@@ -131,10 +162,11 @@ def _encode_all(encoder: SentenceEncoder, texts: list[str], on_progress, batch: 
     return torch.cat(parts)
 
 
-def corpus_key(documents: list[str], tokenizer_id: str, encoder_id: str, config: CorpusConfig) -> str:
+def corpus_key(documents: list[Document], tokenizer_id: str, encoder_id: str, config: CorpusConfig) -> str:
     digest = hashlib.sha256()
     for doc in documents:
-        digest.update(hashlib.sha256(doc.encode()).digest())
+        raw = doc.encode() if isinstance(doc, str) else json.dumps([doc.prefix, doc.continuation]).encode()
+        digest.update(hashlib.sha256(raw).digest())
     digest.update(json.dumps([tokenizer_id, encoder_id, asdict(config), FORMAT]).encode())
     return digest.hexdigest()[:20]
 

