@@ -172,6 +172,7 @@ def _train_in_process(state, r: TrainRequest) -> None:
     )
 
     r.config.validate()
+    _warn_about_emulated_bf16(r.config.precision, r.quiet)
     decoder = None
     if r.resume:
         with state.main_process_first():  # the main process writes a changed --max-steps first
@@ -196,6 +197,16 @@ def _train_in_process(state, r: TrainRequest) -> None:
     if r.resume and trainer.resume() and not r.quiet:
         stderr.print(f"resumed {r.run_dir} at step {trainer.step}")
     _run_with_progress(trainer, spec.train_config.max_steps, r.budget_minutes, r.quiet)
+
+
+def _warn_about_emulated_bf16(precision: str, quiet: bool) -> None:
+    import torch
+
+    from dglm_cli.training import cpu_has_native_bf16
+
+    if precision == "bf16" and not torch.cuda.is_available() and not cpu_has_native_bf16() and not quiet:
+        stderr.print("warning: this CPU has no native bf16 (AVX-512 BF16 or AMX); bf16 autocast is emulated here and "
+                     "much slower than --precision fp32")
 
 
 def parse_reference(text: str) -> dict:
