@@ -2,19 +2,26 @@
 
     python scripts/build_default_bundle.py --time-budget 115            # 2-core CPU
     python scripts/build_default_bundle.py --time-budget 60 --install  # then ship it in the package
+    python scripts/build_default_bundle.py --decoder-init src/dglm_cli/bundles/default   # continue a bundle's decoder
 
 Stages (each skips itself when its output exists, so an interrupted build resumes):
 1. data      the VADER human-rated sentences (sha256-checked, from the vaderSentiment 3.3.2 sdist),
              split 90/10 by a fixed seed; the 10% and examples/prompts/neutral.txt are never trained on
-2. distill   SmolLM2 writes continuations of prefixes (first 3-8 words) of training sentences
-             (self-distillation: the decoder learns to follow embeddings of its own kind of text)
-3. corpus    training sentences + distilled documents, one per line
+2. distill   SmolLM2 continues prefixes (first 3-8 words) of training sentences, each prefix once after a
+             hidden positive and once after a hidden negative sentence (MOODS): self-distillation in which
+             the prefix does not tell the continuation's sentiment, only the continuation's embedding does
+3. corpus    the distilled rows as explicit (prefix, continuation) pairs, continuations cut to 24 tokens
+             (the length the evaluation generates)
 4. classify  `dglm train-classifier`: sentiment (valence > 0 vs < 0) and domain (movie/tweet/amazon/nyt)
+             on the training sentences
 5. diffusion `dglm train-diffusion`
 6. decoder   `dglm train-decoder`: on CPU through rank-16 adapters of SmolLM2 (as the shipped bundle), on CUDA
-             with SmolLM2 frozen at batch 128 (see DECODER_FLAGS)
+             with SmolLM2 frozen at batch 128 (see DECODER_FLAGS); `--decoder-init BUNDLE` starts from a
+             bundle's prompt generator and adapters instead of random weights
 7. export    `dglm export` + `dglm classifiers export`
 8. evaluate  `dglm generate` on the held-out neutral prompts (unguided, positive, negative) | `dglm score`
+
+bf16 autocast is used on CUDA and on CPUs with native bf16; elsewhere fp32 (emulated bf16 is far slower).
 """
 
 import argparse
@@ -31,19 +38,18 @@ from pathlib import Path
 import torch
 
 from dglm_cli.bundle import write_model_card
+from dglm_cli.training import cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parent.parent
 NEUTRAL_PROMPTS = ROOT / "examples" / "prompts" / "neutral.txt"
 PACKAGE_BUNDLE = ROOT / "src" / "dglm_cli" / "bundles" / "default"
-BUDGET_SHARES = {"distill": 0.09, "diffusion": 0.15, "decoder": 0.55}  # of --time-budget; the rest encodes and evaluates
-# The shipped bundle's decoder trained through rank-16 adapters at batch 24 on CPU. With SmolLM2 frozen at
-# batch 128 (the configuration of the issue's reference run), a CPU run put 0.32 nats/token of the latent
-# into the text after 102k examples (true vs shuffled latent), where the adapter run had 0.20; so a CUDA
-# build, which can afford batch 128 and many more examples, trains that way. (Neither CPU run steered
-# sentiment on this corpus; see the README.)
+BUDGET_SHARES = {"distill": 0.30, "diffusion": 0.10, "decoder": 0.35}  # of --time-budget; the rest encodes and evaluates
+# On CPU the decoder trains through rank-16 adapters of SmolLM2 with the bag-of-words loss (as the shipped
+# bundle). On CUDA it trains with SmolLM2 frozen at batch 128, the configuration of the issue's reference
+# run (the only run measured to steer: ~100k examples on an H200); a CPU run of it put 0.32 nats/token of
+# the latent into the text after 102k examples, where the adapter run had 0.20 (see the README).
 DECODER_FLAGS = {
-    "cpu": ["--batch-size", 24, "--lr", "1e-3", "--lora-rank", 16, "--lm-lr", "5e-4", "--warmup", 100,
-            "--bag-of-words-weight", 0.5],
+    "cpu": ["--batch-size", 24, "--lr", "1e-3", "--lora-rank", 16, "--lm-lr", "5e-4", "--warmup", 30, "--bag-of-words-weight", 0.5],
     "cuda": ["--batch-size", 128, "--lr", "6e-4", "--warmup", 100],
 }
 
@@ -77,8 +83,40 @@ def training_sentences(work: Path) -> list[str]:
     return [json.loads(line)["text"] for line in (work / "data" / "vader_train.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
-def stage_distill(work: Path, minutes: float, seed: int, batch_size: int = 32) -> None:
-    """Append (prefix, continuation) pairs written by the decoder until the time is up."""
+# Hidden moods for self-distillation. SmolLM2 reads one of these sentences before a prefix and writes
+# on; the pair keeps only the prefix. Every prefix is continued once in each mood, so the same prefix is
+# followed by positive and by negative text, and only the continuation's own embedding (the latent)
+# tells which: the decoder cannot learn the sentiment from the prefix and must read it from the latent.
+MOODS = {
+    "positive": [
+        "I love this so much, it is wonderful and it made me very happy.",
+        "What a great day! Everything was perfect and I am grateful.",
+        "Honestly, this is the best thing that has happened to me in years.",
+        "Everyone was kind and cheerful, and we laughed the whole time.",
+        "It was a delight from start to finish, and I would gladly do it again.",
+        "I am thrilled with how well it all turned out.",
+        "Beautiful, generous and warm: I could not have asked for more.",
+        "We had an amazing time and left smiling.",
+    ],
+    "negative": [
+        "I hate this so much, it is terrible and it made me very angry.",
+        "What an awful day. Everything went wrong and I am miserable.",
+        "Honestly, this is the worst thing that has happened to me in years.",
+        "Everyone was rude and cold, and we regretted coming at all.",
+        "It was a disaster from start to finish, and I will never do it again.",
+        "I am furious about how badly it all turned out.",
+        "Ugly, cheap and broken: I have never been so disappointed.",
+        "We had a horrible time and left upset.",
+    ],
+}
+DISTILL_TOKENS = 32  # new tokens per distilled continuation
+CORPUS_TOKENS = 24  # of which the corpus keeps the first 24, the length the evaluation generates
+
+
+def stage_distill(work: Path, minutes: float, seed: int, batch_size: int = 64) -> None:
+    """Append (prefix, continuation, mood) rows written by the decoder until the time is up: each prefix
+    (the first 3-8 words of a training sentence) once after a hidden positive and once after a hidden
+    negative sentence (see MOODS)."""
     from dglm_cli import assets
     from dglm_cli.rng import RecordRNG
     from dglm_cli.runs import load_training_decoder
@@ -90,29 +128,33 @@ def stage_distill(work: Path, minutes: float, seed: int, batch_size: int = 32) -
     rng = random.Random(seed)
     sentences = training_sentences(work)
     prefixes = [" ".join(s.split()[: rng.randint(3, 8)]) for s in rng.sample(sentences, len(sentences))]
+    rows = [(prefix, mood, rng.choice(MOODS[mood])) for prefix in prefixes for mood in MOODS]
     with assets.downloads_allowed():
         decoder = load_training_decoder({"kind": "named", "name": "smollm2-135m"})
     deadline = time.monotonic() + minutes * 60
     with open(out, "a", encoding="utf-8") as f, torch.no_grad():
-        for start in range(done, len(prefixes), batch_size):
+        for start in range(done, len(rows), batch_size):
             if time.monotonic() > deadline:
                 break
-            batch = prefixes[start : start + batch_size]
+            batch = rows[start : start + batch_size]
             soft = torch.zeros(len(batch), 0, decoder.config.embedding_dim, device=decoder.device)
             seeds = list(range(seed * 10**6 + start, seed * 10**6 + start + len(batch)))
-            continuations = decoder.generate(batch, soft, RecordRNG(seeds, "tokens", decoder.device), 40, 0.9, 0.8, 1.2)
-            for prefix, continuation in zip(batch, continuations):
-                f.write(json.dumps({"prefix": prefix, "continuation": continuation}) + "\n")
+            hinted = [f"{context} {prefix}" for prefix, _, context in batch]
+            continuations = decoder.generate(hinted, soft, RecordRNG(seeds, "tokens", decoder.device), DISTILL_TOKENS, 0.9, 0.8, 1.2)
+            for (prefix, mood, _), continuation in zip(batch, continuations):
+                f.write(json.dumps({"prefix": prefix, "continuation": continuation, "mood": mood}) + "\n")
             f.flush()
+            print(f"distilled {start + len(batch)} / {len(rows)}", flush=True)
     finished.touch()
     print(f"distilled: {len(out.read_text(encoding='utf-8').splitlines())} documents", flush=True)
 
 
 def stage_corpus(work: Path) -> Path:
-    corpus = work / "data" / "corpus.txt"
+    """JSONL: the distilled rows as explicit (prefix, continuation) pairs; the hidden mood is not kept."""
+    corpus = work / "data" / "pairs.jsonl"
     distilled = [json.loads(line) for line in (work / "data" / "distilled.jsonl").read_text(encoding="utf-8").splitlines()]
-    documents = training_sentences(work) + [d["prefix"] + d["continuation"] for d in distilled if d["continuation"].strip()]
-    corpus.write_text("\n".join(" ".join(d.split()) for d in documents) + "\n", encoding="utf-8")
+    lines = [json.dumps({"prefix": d["prefix"], "continuation": d["continuation"]}) for d in distilled if d["continuation"].strip()]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return corpus
 
 
@@ -124,8 +166,8 @@ def stage_classifiers(work: Path) -> None:
 def stage_train(work: Path, corpus: Path, kind: str, minutes: float, steps: int, extra: list[str]) -> Path:
     run = work / "runs" / kind
     resume = ["--resume"] if (run / "run.json").exists() else []
-    dglm(f"train-{kind}", corpus, "--run", run, "--max-steps", steps, "--time-budget", f"{minutes:.2f}", "--splits-per-chunk", 2,
-         "--max-tokens", 48, *extra, *resume)
+    dglm(f"train-{kind}", corpus, "--run", run, "--max-steps", steps, "--time-budget", f"{minutes:.2f}", "--max-tokens", CORPUS_TOKENS,
+         *extra, *resume)
     return run
 
 
@@ -181,8 +223,9 @@ sentiment (`positive`/`negative`) and the text domain of the VADER data (`movie`
 `nyt`). Whether and how much it steers is measured in the evaluation at the end. Built by `python scripts/build_default_bundle.py` with dglm's own commands:
 
 - data: the VADER human-rated sentences from the `vaderSentiment==3.3.2` sdist (sha256-checked),
-  90% for training; continuations of their first 3-8 words written by SmolLM2 itself; the other 10% and
-  `examples/prompts/neutral.txt` are never trained on;
+  90% for training; the first 3-8 words of each training sentence continued by SmolLM2 itself, once
+  after a hidden positive and once after a hidden negative sentence, kept as (prefix, continuation)
+  pairs; the other 10% and `examples/prompts/neutral.txt` are never trained on;
 - classifiers: `dglm train-classifier` on the training split (labels: valence > 0 / < 0; the domain);
 - heads: `dglm train-diffusion --preset small`, and `dglm train-decoder --preset small {decoder_flags}`
   (the prompt generator, and rank-16 adapters of SmolLM2 when the flags include `--lora-rank`, which the
@@ -197,24 +240,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "default-bundle", help="working directory")
     parser.add_argument("--time-budget", type=float, default=115, help="minutes for the whole build")
-    parser.add_argument("--diffusion-steps", type=int, default=None, help="default: 1400 on CPU, 20000 on CUDA")
-    parser.add_argument("--decoder-steps", type=int, default=None, help="default: 1000 on CPU, 6000 on CUDA")
+    parser.add_argument("--diffusion-steps", type=int, default=None, help="default: 700 on CPU, 20000 on CUDA")
+    parser.add_argument("--decoder-steps", type=int, default=None, help="default: 450 on CPU, 6000 on CUDA")
+    parser.add_argument("--decoder-init", type=Path, default=None, help="start the decoder run from this bundle's prompt generator and adapters")
     parser.add_argument("--samples", type=int, default=4, help="samples per held-out prompt in the evaluation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--install", action="store_true", help=f"copy the bundle to {PACKAGE_BUNDLE.relative_to(ROOT)}")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
-    decoder_flags = DECODER_FLAGS["cuda" if cuda else "cpu"]
+    precision = "bf16" if cuda or cpu_has_native_bf16() else "fp32"  # emulated bf16 is far slower than fp32
+    decoder_flags = DECODER_FLAGS["cuda" if cuda else "cpu"] + (["--init-from", args.decoder_init] if args.decoder_init else [])
     budget = {stage: share * args.time_budget for stage, share in BUDGET_SHARES.items()}
     started = time.monotonic()
     stage_data(args.work, args.seed)
     stage_distill(args.work, budget["distill"], args.seed)
     corpus = stage_corpus(args.work)
     stage_classifiers(args.work)
-    stage_train(args.work, corpus, "diffusion", budget["diffusion"], args.diffusion_steps or (20_000 if cuda else 1400),
-                ["--preset", "small", "--batch-size", 128, "--warmup", 100, "--eval-every", 150, "--save-every", 150])
-    stage_train(args.work, corpus, "decoder", budget["decoder"], args.decoder_steps or (6000 if cuda else 1000),
-                ["--preset", "small", "--precision", "bf16", "--eval-every", 250, "--save-every", 250, *decoder_flags])
+    stage_train(args.work, corpus, "diffusion", budget["diffusion"], args.diffusion_steps or (20_000 if cuda else 700),
+                ["--preset", "small", "--batch-size", 128, "--warmup", 100, "--eval-every", 100, "--save-every", 100])
+    stage_train(args.work, corpus, "decoder", budget["decoder"], args.decoder_steps or (6000 if cuda else 450),
+                ["--preset", "small", "--precision", precision, "--eval-every", 75, "--save-every", 75, *decoder_flags])
     bundle = stage_export(args.work)
     results = stage_evaluate(args.work, bundle, args.samples)
     trained = (bundle / "README.md").read_text(encoding="utf-8").split("\n", 1)[1]  # the export's card, title dropped
