@@ -160,6 +160,20 @@ def test_decoder_cfg_extrapolates_from_the_plain_lm(decoder):
     assert out == [decoder._decode([token]) for token in expected.tolist()]
 
 
+def test_decoder_cfg_on_a_hidden_context_follows_the_unconditional_prefixes(decoder):
+    """With `unconditional_prefixes` the second half reads those prefixes: cfg = 0 gives their plain
+    LM's greedy choices, cfg just above 1 the hinted prefixes' own (k = 0: no soft prompt at all)."""
+    hinted, plain = ["Great news. The cat", "Bad news. Prices rose"], ["The cat", "Prices rose"]
+    empty, seeds = torch.zeros(2, 0, decoder.config.embedding_dim), [3, 4]
+
+    def run(prefixes, cfg, unconditional=None):
+        return decoder.generate(prefixes, empty, RecordRNG(seeds, "tokens"), max_new_tokens=6, temperature=0, cfg=cfg,
+                                unconditional_prefixes=unconditional)
+
+    assert run(hinted, 0.0, plain) == run(plain, 1.0)
+    assert run(hinted, 1.0 + 1e-6, plain) == run(hinted, 1.0)
+
+
 def test_nucleus_from_the_top_candidates_matches_a_full_sort():
     logits = torch.randn(256, 1000) * torch.linspace(0.5, 8, 256)[:, None]  # flat to peaked rows
     seeds = list(range(256))

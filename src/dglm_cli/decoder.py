@@ -144,20 +144,24 @@ class SoftPromptDecoder:
         repetition_penalty: float = 1.0,
         reweight: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         cfg: float = 1.0,
+        unconditional_prefixes: list[str] | None = None,
     ) -> list[str]:
         """Sample one continuation per row; `soft` is (B, k, E), k may be 0.
 
         `cfg` ≠ 1 is classifier-free guidance on the soft prompt: each step's next-token log-probabilities
         are log p(·|prefix) + cfg · (log p(·|prefix, soft) − log p(·|prefix)), the unconditional term from
         the same LM without the soft prompt, run as a second half of the batch (twice the decode work).
+        `unconditional_prefixes` replaces the prefixes in that term (guidance on a hidden context: the
+        rows' prefixes hold it, these do not); it makes `cfg` apply with k = 0 too.
         `reweight(generated (B, T), logits (B, V)) -> logits` may change each step's next-token scores
         before sampling (weighted decoding baselines use it).
         """
-        guided = cfg != 1.0 and soft.shape[1] > 0
+        guided = cfg != 1.0 and (soft.shape[1] > 0 or unconditional_prefixes is not None)
         prefix_ids = self.tokenize(prefixes)
         batch = self.assemble(prefix_ids, soft, left_pad=True)
-        if guided:  # rows B..2B-1: the same prefixes without the soft prompt
-            batch = _stack_left_padded(batch, self.assemble(prefix_ids, soft[:, :0], left_pad=True))
+        if guided:  # rows B..2B-1: the same (or the unconditional) prefixes without the soft prompt
+            plain_ids = prefix_ids if unconditional_prefixes is None else self.tokenize(unconditional_prefixes)
+            batch = _stack_left_padded(batch, self.assemble(plain_ids, soft[:, :0], left_pad=True))
         out = self.model(
             inputs_embeds=batch.inputs_embeds,
             attention_mask=batch.attention_mask,
