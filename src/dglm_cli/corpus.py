@@ -1,7 +1,9 @@
 """Training corpora: documents -> (prefix, continuation) token splits -> cached encoder embeddings.
 
 1. Documents come from a text file (one per line), JSONL with a `text` field, or stdin. A JSONL line
-   with `prefix` and `continuation` fields instead is an explicit pair, kept as it is split.
+   with `prefix` and `continuation` fields instead is an explicit pair, kept as it is split; its optional
+   `context` is text the continuation was written after but that the pair hides (a teacher's hint: the
+   latent steer can learn the LM's distribution given `context + " " + prefix`).
 2. Each document is tokenised with the decoder's tokenizer and cut into chunks of at most `max_tokens`
    (a trailing piece is kept if it has at least `min_tokens`).
 3. Each chunk of n tokens is split at k = round(u·(n − 1)), u ~ U(0, 1) (the paper's split): the
@@ -42,10 +44,16 @@ class CorpusConfig:
 
 @dataclass(frozen=True)
 class Pair:
-    """A document already split: the continuation is to be predicted from the prefix."""
+    """A document already split: the continuation is to be predicted from the prefix (written after the
+    hidden `context`, if any)."""
 
     prefix: str
     continuation: str
+    context: str | None = None
+
+    def teacher_prefix(self) -> str | None:
+        """The prefix as the writer of the continuation read it: the hidden context, a space, the prefix."""
+        return None if self.context is None else f"{self.context} {self.prefix}"
 
 
 Document = str | Pair
@@ -61,6 +69,7 @@ class LatentCorpus:
     continuation_embeddings: torch.Tensor  # (n, D) unit norm
     stats: LatentStats
     n_val: int
+    teacher_prefix_ids: list[list[int]] | None = None  # per example: the context + prefix tokens (empty: no context)
 
     def __len__(self) -> int:
         return len(self.prefix_ids)
@@ -89,11 +98,13 @@ def read_documents(path: str | Path) -> list[Document]:
 def _jsonl_document(data: dict, where: str) -> Document:
     if isinstance(data.get("text"), str):
         return data["text"]
-    prefix, continuation = data.get("prefix"), data.get("continuation")
+    prefix, continuation, context = data.get("prefix"), data.get("continuation"), data.get("context")
     if isinstance(prefix, str) and isinstance(continuation, str):
         if not continuation.strip():
             raise InputError(f"{where}: empty 'continuation'")
-        return Pair(prefix, continuation)
+        if context is not None and not isinstance(context, str):
+            raise InputError(f"{where}: 'context' must be a string")
+        return Pair(prefix, continuation, context)
     raise InputError(f"{where}: no string field 'text' (or 'prefix' and 'continuation')")
 
 
@@ -128,28 +139,32 @@ def build_corpus(
     texts = [doc for doc in documents if isinstance(doc, str)]
     token_lists = [tokenizer(doc, add_special_tokens=False).input_ids for doc in texts]
     chunks = chunk_tokens(token_lists, config.max_tokens, config.min_tokens)
-    pairs = split_chunks(chunks, config.splits_per_chunk, generator)
-    pairs += tokenize_pairs([doc for doc in documents if isinstance(doc, Pair)], tokenizer, config.max_tokens)
-    if len(pairs) < 2:
-        raise InputError(f"the corpus gives {len(pairs)} example(s) (chunks of ≥ {config.min_tokens} tokens or pairs); need at least 2")
-    order = torch.randperm(len(pairs), generator=generator).tolist()
-    pairs = [pairs[i] for i in order]
-    prefixes = tokenizer.batch_decode([p for p, _ in pairs], skip_special_tokens=True)
-    continuations = tokenizer.batch_decode([c for _, c in pairs], skip_special_tokens=True)
+    examples = [(prefix, continuation, []) for prefix, continuation in split_chunks(chunks, config.splits_per_chunk, generator)]
+    examples += tokenize_pairs([doc for doc in documents if isinstance(doc, Pair)], tokenizer, config.max_tokens)
+    if len(examples) < 2:
+        raise InputError(f"the corpus gives {len(examples)} example(s) (chunks of ≥ {config.min_tokens} tokens or pairs); need at least 2")
+    order = torch.randperm(len(examples), generator=generator).tolist()
+    prefix_ids, continuation_ids, teacher_ids = (list(column) for column in zip(*(examples[i] for i in order)))
+    prefixes = tokenizer.batch_decode(prefix_ids, skip_special_tokens=True)
+    continuations = tokenizer.batch_decode(continuation_ids, skip_special_tokens=True)
     embeddings = _encode_all(encoder, prefixes + continuations, on_progress)  # (2n, D)
-    prefix_embeddings, continuation_embeddings = embeddings.split(len(pairs))
-    n_val = min(config.val_size, max(1, len(pairs) // 10))
+    prefix_embeddings, continuation_embeddings = embeddings.split(len(examples))
+    n_val = min(config.val_size, max(1, len(examples) // 10))
     stats = LatentStats.fit(continuation_embeddings[n_val:])
-    return LatentCorpus([p for p, _ in pairs], [c for _, c in pairs], prefix_embeddings, continuation_embeddings, stats, n_val)
+    return LatentCorpus(prefix_ids, continuation_ids, prefix_embeddings, continuation_embeddings, stats, n_val,
+                        teacher_ids if any(teacher_ids) else None)
 
 
-def tokenize_pairs(pairs: list[Pair], tokenizer, max_tokens: int) -> list[tuple[list[int], list[int]]]:
-    """Explicit pairs as token ids: the prefix whole, the continuation cut to its first `max_tokens`."""
+def tokenize_pairs(pairs: list[Pair], tokenizer, max_tokens: int) -> list[tuple[list[int], list[int], list[int]]]:
+    """Explicit pairs as token ids: the prefix whole, the continuation cut to its first `max_tokens`, and
+    the teacher's prefix (context + prefix; empty without a context)."""
     tokenized = []
     for pair in pairs:
         continuation = tokenizer(pair.continuation, add_special_tokens=False).input_ids[:max_tokens]
         if continuation:
-            tokenized.append((tokenizer(pair.prefix, add_special_tokens=False).input_ids, continuation))
+            teacher = pair.teacher_prefix()
+            teacher_ids = tokenizer(teacher, add_special_tokens=False).input_ids if teacher is not None else []
+            tokenized.append((tokenizer(pair.prefix, add_special_tokens=False).input_ids, continuation, teacher_ids))
     return tokenized
 
 
@@ -165,7 +180,10 @@ def _encode_all(encoder: SentenceEncoder, texts: list[str], on_progress, batch: 
 def corpus_key(documents: list[Document], tokenizer_id: str, encoder_id: str, config: CorpusConfig) -> str:
     digest = hashlib.sha256()
     for doc in documents:
-        raw = doc.encode() if isinstance(doc, str) else json.dumps([doc.prefix, doc.continuation]).encode()
+        if isinstance(doc, str):
+            raw = doc.encode()
+        else:  # a pair without a context keeps the key it had before contexts existed
+            raw = json.dumps([doc.prefix, doc.continuation, *([doc.context] if doc.context is not None else [])]).encode()
         digest.update(hashlib.sha256(raw).digest())
     digest.update(json.dumps([tokenizer_id, encoder_id, asdict(config), FORMAT]).encode())
     return digest.hexdigest()[:20]
@@ -176,13 +194,16 @@ def save_corpus(directory: Path, corpus: LatentCorpus, info: dict) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        save_file(_flatten_ids("prefix", corpus.prefix_ids) | _flatten_ids("continuation", corpus.continuation_ids), str(staging / "tokens.safetensors"))
+        tokens = _flatten_ids("prefix", corpus.prefix_ids) | _flatten_ids("continuation", corpus.continuation_ids)
+        if corpus.teacher_prefix_ids is not None:
+            tokens |= _flatten_ids("teacher_prefix", corpus.teacher_prefix_ids)
+        save_file(tokens, str(staging / "tokens.safetensors"))
         for shard, start in enumerate(range(0, len(corpus), SHARD_ROWS)):
             rows = slice(start, start + SHARD_ROWS)
             tensors = {"prefix": corpus.prefix_embeddings[rows].contiguous(), "continuation": corpus.continuation_embeddings[rows].contiguous()}
             save_file(tensors, str(staging / f"embeddings-{shard:05d}.safetensors"))
         save_file({"mean": corpus.stats.mean, "std": corpus.stats.std}, str(staging / "latent_stats.safetensors"))
-        meta = {"format": FORMAT, "examples": len(corpus), "n_val": corpus.n_val, **info}
+        meta = {"format": FORMAT, "examples": len(corpus), "n_val": corpus.n_val, "contexts": corpus.teacher_prefix_ids is not None, **info}
         (staging / "corpus.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         if directory.exists():
             shutil.rmtree(directory)
@@ -203,6 +224,7 @@ def load_corpus(directory: Path) -> LatentCorpus:
         torch.cat([s["continuation"] for s in shards]),
         load_corpus_stats(directory),
         meta["n_val"],
+        _unflatten_ids("teacher_prefix", tokens) if "teacher_prefix_ids" in tokens else None,
     )
 
 
