@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import torch
-from decoder import vader_rates  # benchmarks/ is on the path when a script here runs
+from judges import vader_rates  # benchmarks/ is on the path when a script here runs
 
 from dglm_cli.records import read_prompts
 from dglm_cli.rng import RecordRNG

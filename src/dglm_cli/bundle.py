@@ -1,7 +1,8 @@
 """Bundle I/O: the only module that reads or writes model files.
 
 A bundle is one directory (design.md §3): dglm.json (manifest with format version and the sha256 of
-every file), README.md (model card), encoder/, denoiser/, prompt_generator/, decoder/, classifiers/<name>/.
+every file), README.md (model card), encoder/, denoiser/, prompt_generator/, decoder/, classifiers/<name>/,
+and optionally steer/ (the latent steer on the decoder's output; a bundle without one behaves as before).
 Weights are safetensors and configs JSON; nothing in a bundle is executed or unpickled.
 """
 
@@ -29,12 +30,14 @@ from dglm_cli.errors import AssetError, BundleError
 from dglm_cli.files import first_line, sha256_file
 from dglm_cli.paths import dglm_home
 from dglm_cli.prompt_generator import PromptGenerator, PromptGeneratorConfig
+from dglm_cli.steer import LatentSteer, SteerConfig
 
 FORMAT_VERSION = 1
 MANIFEST = "dglm.json"
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 ADAPTER = "decoder/adapter.safetensors"  # low-rank adapters of a fine-tuned decoder (dglm_cli.adapters)
+STEER = "steer"  # optional: the latent steer (dglm_cli.steer)
 
 
 # ---------------------------------------------------------------- files
@@ -244,6 +247,7 @@ class Bundle:
     prompt_generator: PromptGenerator
     decoder: SoftPromptDecoder
     classifiers: dict[str, LinearClassifier] = field(default_factory=dict)
+    steer: LatentSteer | None = None
 
     @functools.cached_property
     def sha256(self) -> str:
@@ -301,10 +305,13 @@ def load_bundle(name_or_path: str | Path, device: str | torch.device = "cpu", ve
     denoiser = load_module(path / "denoiser", Denoiser, DenoiserConfig, device)
     prompt_generator = load_module(path / "prompt_generator", PromptGenerator, PromptGeneratorConfig, device)
     classifiers = {d.name: load_classifier(d, device) for d in sorted((path / "classifiers").glob("*")) if d.is_dir()}
-    _check_dimensions(encoder_config, decoder_config, stats, denoiser, prompt_generator, classifiers)
+    steer = load_module(path / STEER, LatentSteer, SteerConfig, device) if (path / STEER).is_dir() else None
+    _check_dimensions(encoder_config, decoder_config, stats, denoiser, prompt_generator, classifiers, steer)
     encoder = load_encoder(encoder_config, path, device)
     decoder = load_decoder(decoder_config, path, device)
-    return Bundle(path, manifest, encoder, stats, denoiser, prompt_generator, decoder, classifiers)
+    if steer is not None and steer.config.hidden_dim != (width := decoder.model.get_output_embeddings().in_features):
+        raise BundleError(f"dimension mismatch: the steer reads {steer.config.hidden_dim}-d hidden states, the decoder's are {width}-d")
+    return Bundle(path, manifest, encoder, stats, denoiser, prompt_generator, decoder, classifiers, steer)
 
 
 def is_bundle(path: Path) -> bool:
@@ -321,13 +328,14 @@ def read_decoder_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str,
     return read_tensors(path / "prompt_generator" / WEIGHTS), adapter
 
 
-def _check_dimensions(encoder_config, decoder_config, stats, denoiser, prompt_generator, classifiers) -> None:
+def _check_dimensions(encoder_config, decoder_config, stats, denoiser, prompt_generator, classifiers, steer=None) -> None:
     dim = encoder_config.embedding_dim
     checks = [
         ("latent stats", stats.mean.shape[0]),
         ("denoiser latent_dim", denoiser.config.latent_dim),
         ("prompt generator latent_dim", prompt_generator.config.latent_dim),
         *((f"classifier {name}", c.config.embedding_dim) for name, c in classifiers.items()),
+        *((("steer latent_dim", steer.config.latent_dim),) if steer is not None else ()),
     ]
     for what, value in checks:
         if value != dim:
@@ -345,6 +353,7 @@ def save_bundle(
     prompt_generator: PromptGenerator,
     decoder_config: DecoderConfig,
     classifiers: dict[str, LinearClassifier] | None = None,
+    steer: LatentSteer | None = None,
     encoder_model=None,
     lm=None,
     adapter: dict[str, torch.Tensor] | None = None,
@@ -381,6 +390,8 @@ def save_bundle(
             shutil.copytree(source, staging / relative, ignore=shutil.ignore_patterns("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt"))
         for name, classifier in (classifiers or {}).items():
             save_classifier(staging / "classifiers" / name, classifier)
+        if steer is not None:
+            save_module(staging / STEER, steer)
         (staging / "README.md").write_text(card or "# dglm bundle\n", encoding="utf-8")
         _write_manifest(staging, encoder_config, decoder_config, info or {}, path.name)
         _replace_dir(staging, path)
@@ -401,7 +412,7 @@ def _write_manifest(staging: Path, encoder_config, decoder_config, info: dict, n
         "format_version": FORMAT_VERSION,
         "name": name,
         "dglm_version": __version__,
-        "components": ["encoder", "denoiser", "prompt_generator", "decoder", "classifiers"],
+        "components": ["encoder", "denoiser", "prompt_generator", "decoder", "classifiers", *([STEER] if (staging / STEER).is_dir() else [])],
         "encoder": encoder_config.reference,
         "decoder": decoder_config.reference,
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -431,23 +442,39 @@ def write_model_card(path: Path, text: str) -> None:
 
 def add_classifier(path: Path, name: str, classifier: LinearClassifier, overwrite: bool = False) -> Path:
     """Write a classifier into an existing bundle's classifiers/<name>/ and record its files in the manifest."""
-    manifest = read_manifest(path)
-    target = path / "classifiers" / name
-    if target.exists() and not overwrite:
-        raise BundleError(f"bundle {path} already has a classifier {name!r} (use --force to replace it)")
     dim = bundle_encoder_config(path).embedding_dim
     if classifier.config.embedding_dim != dim:
         raise BundleError(f"dimension mismatch: classifier {name!r} reads {classifier.config.embedding_dim}-d embeddings, the bundle's encoder gives {dim}")
-    target.parent.mkdir(exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+    return _add_component(path, f"classifiers/{name}", classifier, f"a classifier {name!r}", overwrite)
+
+
+def add_steer(path: Path, steer: LatentSteer, overwrite: bool = False) -> Path:
+    """Write a latent steer into an existing bundle's steer/ and record its files in the manifest."""
+    dim = bundle_encoder_config(path).embedding_dim
+    if steer.config.latent_dim != dim:
+        raise BundleError(f"dimension mismatch: the steer reads {steer.config.latent_dim}-d latents, the bundle's encoder gives {dim}")
+    return _add_component(path, STEER, steer, "a steer", overwrite)
+
+
+def _add_component(path: Path, relative: str, module: torch.nn.Module, what: str, overwrite: bool) -> Path:
+    """Stage a module's config and weights, rename them into place, and update the manifest's files and components."""
+    manifest = read_manifest(path)
+    target = path / relative
+    if target.exists() and not overwrite:
+        raise BundleError(f"bundle {path} already has {what} (use --force to replace it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        save_classifier(staging, classifier)
+        save_module(staging, module)
         _replace_dir(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    prefix = f"classifiers/{name}/"
+    prefix = f"{relative}/"
     files = {k: v for k, v in manifest.get("files", {}).items() if not k.startswith(prefix)}
     files.update({str(p.relative_to(path)): sha256_file(p) for p in sorted(target.rglob("*")) if p.is_file()})
-    write_json(path / MANIFEST, {**manifest, "files": dict(sorted(files.items()))})
+    components = manifest.get("components", [])
+    component = relative.split("/")[0]
+    components = components if component in components else [*components, component]
+    write_json(path / MANIFEST, {**manifest, "components": components, "files": dict(sorted(files.items()))})
     return target

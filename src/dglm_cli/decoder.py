@@ -7,7 +7,8 @@ temperature, repetition penalty) so that each row draws its tokens from its own 
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -121,6 +122,49 @@ class SoftPromptDecoder:
         bow = self._bag_of_words_loss(logits, batch.labels, continuation_ids, k) if bag_of_words and k else None
         return losses.sum(dim=1), counts, bow
 
+    @torch.no_grad()
+    def continuation_states(self, prefix_ids, soft, continuation_ids, candidates: int) -> "ContinuationStates":
+        """The LM's final hidden states where it predicts each continuation token, with its `candidates`
+        most probable next tokens there (0: none) and the token it had to predict."""
+        logits, hidden, targets, lengths = self._at_continuation(prefix_ids, soft, continuation_ids)
+        top = logits.topk(candidates, dim=-1).indices if candidates else None  # (N, K)
+        return ContinuationStates(hidden.float(), top, targets, lengths)
+
+    @torch.no_grad()
+    def continuation_log_probs(self, prefix_ids, continuation_ids, tokens: torch.Tensor) -> torch.Tensor:
+        """log p(token | prefix, continuation so far) for `tokens` (N, K) at each of the N continuation positions -> (N, K)."""
+        empty = torch.zeros(len(prefix_ids), 0, self.config.embedding_dim, device=self.device)
+        logits, *_ = self._at_continuation(prefix_ids, empty, continuation_ids)
+        return logits.float().log_softmax(dim=-1).gather(1, tokens.to(logits.device))
+
+    def _at_continuation(self, prefix_ids, soft, continuation_ids) -> tuple[torch.Tensor, ...]:
+        """Next-token logits (N, V) and final hidden states (N, H) at the N positions that predict a continuation
+        token, those tokens (N,), and each row's count (B,); rows left-padded as in `continuation_losses`, and
+        only the last C + 1 positions are projected."""
+        batch = self.assemble(prefix_ids, soft, continuation_ids, left_pad=True)
+        width = batch.labels.shape[1]
+        kept = min(max(len(c) for c in continuation_ids) + 1, width)
+        with self.final_hidden_states() as hidden:
+            logits = self.logits(batch, kept)[:, :-1]  # (B, C, V): position i predicts token i + 1
+        labels = batch.labels[:, width - kept + 1 :]  # (B, C)
+        valid = labels != IGNORE_INDEX
+        return logits[valid], hidden[0][:, -kept:-1][valid], labels[valid], valid.sum(dim=1)
+
+    @contextmanager
+    def final_hidden_states(self) -> Iterator[list[torch.Tensor]]:
+        """A one-element list holding, after each forward call, the LM's final hidden states (B, T, H):
+        the input of its output layer (after the last norm, before the vocabulary projection)."""
+        seen: list[torch.Tensor] = []
+
+        def record(module, args, output) -> None:
+            seen[:] = [args[0]]
+
+        hook = self.model.get_output_embeddings().register_forward_hook(record)
+        try:
+            yield seen
+        finally:
+            hook.remove()
+
     @staticmethod
     def _bag_of_words_loss(logits, labels, continuation_ids, k: int) -> torch.Tensor:
         rows = torch.arange(len(continuation_ids), device=logits.device)
@@ -145,6 +189,7 @@ class SoftPromptDecoder:
         reweight: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         cfg: float = 1.0,
         unconditional_prefixes: list[str] | None = None,
+        steer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> list[str]:
         """Sample one continuation per row; `soft` is (B, k, E), k may be 0.
 
@@ -154,7 +199,8 @@ class SoftPromptDecoder:
         `unconditional_prefixes` replaces the prefixes in that term (guidance on a hidden context: the
         rows' prefixes hold it, these do not); it makes `cfg` apply with k = 0 too.
         `reweight(generated (B, T), logits (B, V)) -> logits` may change each step's next-token scores
-        before sampling (weighted decoding baselines use it).
+        before sampling (weighted decoding baselines use it). `steer(final hidden states (B, H), logits (B, V))
+        -> logits` acts on the last position before them (dglm_cli.steer.BoundSteer); the KV cache is unchanged.
         """
         guided = cfg != 1.0 and (soft.shape[1] > 0 or unconditional_prefixes is not None)
         prefix_ids = self.tokenize(prefixes)
@@ -162,6 +208,13 @@ class SoftPromptDecoder:
         if guided:  # rows B..2B-1: the same (or the unconditional) prefixes without the soft prompt
             plain_ids = prefix_ids if unconditional_prefixes is None else self.tokenize(unconditional_prefixes)
             batch = _stack_left_padded(batch, self.assemble(plain_ids, soft[:, :0], left_pad=True))
+        with self.final_hidden_states() if steer is not None else nullcontext() as hidden:
+            return self._sample(batch, len(prefixes), max_new_tokens, rng, top_p, temperature, repetition_penalty, reweight, cfg if guided else 1.0,
+                                steer and (lambda logits: steer(hidden[0][: len(prefixes), -1].float(), logits)))
+
+    def _sample(self, batch: DecoderBatch, rows: int, max_new_tokens, rng, top_p, temperature, repetition_penalty, reweight, cfg, steer) -> list[str]:
+        """The KV-cached sampling loop of `generate`; `batch` holds 2·rows rows when cfg ≠ 1."""
+        guided = cfg != 1.0
         out = self.model(
             inputs_embeds=batch.inputs_embeds,
             attention_mask=batch.attention_mask,
@@ -170,14 +223,16 @@ class SoftPromptDecoder:
             **({"logits_to_keep": 1} if self._keeps_logits else {}),  # the prefill needs the last position only
         )
         mask, positions = batch.attention_mask, batch.position_ids[:, -1:]
-        generated = torch.empty(len(prefixes), 0, dtype=torch.long, device=self.device)
-        finished = torch.zeros(len(prefixes), dtype=torch.bool, device=self.device)
+        generated = torch.empty(rows, 0, dtype=torch.long, device=self.device)
+        finished = torch.zeros(rows, dtype=torch.bool, device=self.device)
         stop_ids = torch.tensor(self.stop_ids, device=self.device)
         for _ in range(max_new_tokens):
             logits = out.logits[:, -1].float()  # (B, V), or (2B, V) when guided
             if guided:
                 conditional, unconditional = logits.log_softmax(dim=-1).chunk(2)
                 logits = unconditional + cfg * (conditional - unconditional)  # (B, V)
+            if steer is not None:
+                logits = steer(logits)
             logits = penalize_repetition(logits, generated, repetition_penalty)
             if reweight is not None:
                 logits = reweight(generated, logits)
@@ -201,6 +256,17 @@ class SoftPromptDecoder:
     def _decode(self, ids: list[int]) -> str:
         stops = [i for i, token in enumerate(ids) if token in self.stop_ids]
         return self.tokenizer.decode(ids[: stops[0]] if stops else ids, skip_special_tokens=True)
+
+
+@dataclass
+class ContinuationStates:
+    """N continuation tokens of a batch, row-major: final hidden states (N, H), the LM's top-K next tokens
+    there (N, K) or None, the tokens to predict (N,), and how many tokens each row has (B,)."""
+
+    hidden: torch.Tensor
+    candidates: torch.Tensor | None
+    targets: torch.Tensor
+    lengths: torch.Tensor
 
 
 def _stack_left_padded(first: DecoderBatch, second: DecoderBatch) -> DecoderBatch:

@@ -4,6 +4,9 @@ Diffusion: v-prediction on the continuation latent given the prefix latent, log-
 adaptive importance sampler, loss weighted by the asymmetric log-SNR weight, 10% prefix dropout.
 Decoder: the prompt generator reads the continuation latent noised with the shifted cosine schedule
 (Gaussian noise augmentation) and is trained through the decoder's continuation loss.
+Steer: the latent steer reads the same noised latent and the frozen LM's cached final hidden states; its
+loss, over the LM's top-K candidates, is the target's cross-entropy, or the cross-entropy against the LM's
+own distribution given a hidden context (distillation), plus a KL term to the LM's own distribution.
 """
 
 import math
@@ -15,6 +18,7 @@ from dglm_cli.decoder import SoftPromptDecoder
 from dglm_cli.denoiser import Denoiser
 from dglm_cli.prompt_generator import PromptGenerator
 from dglm_cli.schedule import CosineSchedule, diffuse, logsnr_to_alpha2, v_target
+from dglm_cli.steer import LatentSteer, candidate_losses, output_logits
 
 WEIGHT_STD = 2.4  # scale of the asymmetric loss weight (Kingma & Gao 2023 style)
 
@@ -102,3 +106,28 @@ def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class SteerObjective(nn.Module):
+    """The latent steer on cached final hidden states of the frozen LM, whose output layer W it holds."""
+
+    def __init__(self, steer: LatentSteer, output_layer: nn.Linear):
+        super().__init__()
+        self.steer = steer
+        self.register_buffer("weight", output_layer.weight.detach().float().clone(), persistent=False)  # (V, H)
+        bias = output_layer.bias
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone(), persistent=False)
+        self.augmentation = CosineSchedule(shift=steer.config.augmentation_shift)
+
+    def noise_level(self, t: torch.Tensor) -> torch.Tensor:
+        """α² = sigmoid(logit(cos²(πt/2)) + 2 ln shift) for t ~ U(0, 1), as the prompt generator is trained."""
+        return self.augmentation.alpha2(t)
+
+    def forward(self, hidden, z, candidates, target, teacher=None, teacher_cfg: float = 1.0, steered: bool = True):
+        """hidden (N, H), z (N, D), candidates (N, K) or None, target (N,), teacher (N, K) or None ->
+        per-token (cross-entropy, KL to the base, cross-entropy against the teacher or None)."""
+        delta = self.steer(hidden, z) if steered else torch.zeros_like(hidden)  # (N, H)
+        base, shift = output_logits(torch.stack([hidden, delta]), self.weight, candidates)  # (N, K) or (N, V) each
+        if self.bias is not None:  # the bias belongs to the base logits only
+            base = base + (self.bias[candidates] if candidates is not None else self.bias)
+        return candidate_losses(base, shift, target, teacher, teacher_cfg)

@@ -20,6 +20,7 @@ from dglm_cli.records import Prompt
 from dglm_cli.rng import RecordRNG
 from dglm_cli.sampler import SAMPLERS, sample
 from dglm_cli.schedule import diffuse
+from dglm_cli.steer import BoundSteer
 
 
 @dataclass
@@ -41,6 +42,7 @@ class GenerationSettings:
     aggregate: str = "lgd"
     guidance_gradient: str = "fast"  # skip the backward pass through the denoiser (guidance.py step 6); "full": the paper's
     renoise_alpha2: float | None = None  # None: the prompt generator's inference_alpha2
+    steer: float | None = None  # strength s of the bundle's latent steer (0: off); None: the bundle's default, 0 without one
     seed: int = 0
     batch_size: int = 16
 
@@ -60,6 +62,7 @@ class GenerationSettings:
             (self.mc_samples >= 1, "mc_samples must be at least 1"),
             (self.repetition_penalty > 0, "--repetition-penalty must be > 0"),
             (self.renoise_alpha2 is None or 0 < self.renoise_alpha2 <= 1, "re-noise α² must be in (0, 1]"),
+            (self.steer is None or self.steer >= 0, "--steer must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -141,6 +144,7 @@ class Pipeline:
         """
         settings = settings or GenerationSettings()
         settings.validate()
+        self.steer_strength(settings)  # a steer asked of a bundle without one fails here, before any work starts
         prompts = [p if isinstance(p, Prompt) else Prompt(str(i), p) for i, p in enumerate(prompts)]
         targets = self.targets(attrs, avoid)  # bad names fail here, before any work starts
         return self._generate(self.plan(prompts, targets, settings), targets, settings, skip_ids, on_progress)
@@ -170,11 +174,16 @@ class Pipeline:
         alpha2 = torch.full((len(prefixes),), self._renoise_alpha2(settings), device=self.device)
         noisy = diffuse(x, RecordRNG(seeds, "renoise", self.device).randn(x.shape[1]), alpha2)
         soft = b.prompt_generator(noisy, alpha2)
-        # 6. the decoder writes the continuation after [prefix][soft prompt]
+        # 6. the decoder writes the continuation after [prefix][soft prompt]; the steer, when on, reads the same
+        #    latent at the LM's output (a steer trained without the soft prompt replaces it)
+        strength, steer = self.steer_strength(settings), None
+        if strength:
+            steer = BoundSteer(b.steer, b.decoder.model.get_output_embeddings(), noisy, strength)
+            soft = soft if b.steer.config.soft_prompt else soft[:, :0]
         with self._stage("decode"):
             return b.decoder.generate(
                 prefixes, soft, RecordRNG(seeds, "tokens", self.device), settings.max_new_tokens,
-                settings.top_p, settings.temperature, settings.repetition_penalty, cfg=settings.decoder_cfg,
+                settings.top_p, settings.temperature, settings.repetition_penalty, cfg=settings.decoder_cfg, steer=steer,
             )
 
     @torch.no_grad()
@@ -206,6 +215,14 @@ class Pipeline:
     def _renoise_alpha2(self, settings: GenerationSettings) -> float:
         return settings.renoise_alpha2 or self.bundle.prompt_generator.config.inference_alpha2
 
+    def steer_strength(self, settings: GenerationSettings) -> float:
+        steer = self.bundle.steer
+        if settings.steer is None:
+            return steer.config.strength if steer is not None else 0.0
+        if settings.steer and steer is None:
+            raise InputError(f"--steer {settings.steer:g}: bundle {self.bundle.name} has no steer (train one with `dglm train-steer`)")
+        return settings.steer
+
     def _guidance_block(self, targets: list[AttributeTarget], settings: GenerationSettings) -> dict:
         attrs = [
             {"name": t.requested or t.label, "classifier": t.name, "label": t.label, "weight": t.weight, "avoid": t.avoid}
@@ -217,6 +234,9 @@ class Pipeline:
     def _settings_key(self, targets, settings: GenerationSettings) -> str:
         fields = asdict(settings)
         del fields["batch_size"], fields["seed"]  # neither changes a record's content given its own seed (part of the id)
+        del fields["steer"]  # keyed by its effective strength, and only when on: records without a steer keep their ids
+        if strength := self.steer_strength(settings):
+            fields["steer"] = strength
         return json.dumps([self._guidance_block(targets, settings), fields, self.bundle.sha256], sort_keys=True)
 
     def _record(self, plan: RecordPlan, continuation: str, targets, settings: GenerationSettings) -> dict:
@@ -245,6 +265,7 @@ class Pipeline:
                 "guidance_gradient": settings.guidance_gradient,
                 "renoise_alpha2": self._renoise_alpha2(settings),
                 "decoder_cfg": settings.decoder_cfg,
+                "steer": self.steer_strength(settings),
             },
         }
 

@@ -24,18 +24,22 @@ from dglm_cli.denoiser import Denoiser
 from dglm_cli.encoder import LatentStats
 from dglm_cli.errors import InputError
 from dglm_cli.files import first_line
+from dglm_cli.lm_states import LMStates
 from dglm_cli.objectives import (
     AdaptiveLogSNRSampler,
     DecoderObjective,
     DiffusionObjective,
+    SteerObjective,
     asymmetric_weight,
     cosine_with_warmup,
 )
 from dglm_cli.prompt_generator import PromptGenerator
 from dglm_cli.rng import RecordRNG
 from dglm_cli.sampler import sample
+from dglm_cli.schedule import diffuse
+from dglm_cli.steer import LatentSteer
 
-KINDS = ("diffusion", "decoder")
+KINDS = ("diffusion", "decoder", "steer")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -57,6 +61,10 @@ class TrainConfig:
     train_lm: bool = False
     lora_rank: int = 0  # > 0: fine-tune the LM through low-rank adapters of this rank instead (lr lm_lr)
     bag_of_words_weight: float = 0.0  # weight of the bag-of-words loss at the soft positions (decoder runs)
+    kl_weight: float = 0.0  # weight of KL(steered ‖ base) beside the target's cross-entropy (steer runs)
+    teacher_weight: float = 0.0  # share of the teacher's cross-entropy in the steer's loss, the target's has the rest
+    teacher_cfg: float = 1.0  # g: the teacher's distribution amplified as log p_base + g·(log p_teacher − log p_base)
+    patience: int = 0  # stop after this many validations without a better loss (0: never; steer runs)
     warmup_steps: int = 100
     weight_decay: float = 0.1  # on matrices only, not on biases, gains or the null embedding
     grad_clip: float = 1.0
@@ -78,8 +86,10 @@ class TrainConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
         if self.lr <= 0 or self.lm_lr <= 0:
             raise InputError("learning rates must be positive")
-        if self.lora_rank < 0 or self.bag_of_words_weight < 0:
-            raise InputError("--lora-rank and --bag-of-words-weight must be >= 0")
+        if self.lora_rank < 0 or self.bag_of_words_weight < 0 or self.kl_weight < 0 or self.patience < 0:
+            raise InputError("--lora-rank, --bag-of-words-weight, --kl-weight and --patience must be >= 0")
+        if not 0 <= self.teacher_weight <= 1:
+            raise InputError("--teacher-weight must be between 0 and 1")
         if self.lora_rank and self.train_lm:
             raise InputError("--train-lm and --lora-rank exclude each other: fine-tune the whole LM or adapters")
         if self.precision not in PRECISIONS:
@@ -178,7 +188,7 @@ class Trainer:
         started, examples = time.perf_counter(), 0
         if self.step == 0:  # the untrained baseline, for comparison with every later validation
             self.log({"step": 0} | {f"val_{k}": v for k, v in self.validate().items()})
-        while self.step < max_steps:
+        while self.step < max_steps and not self.converged():
             lr_scale = cosine_with_warmup(self.step, self.config.warmup_steps, max_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = group["base_lr"] * lr_scale
@@ -193,9 +203,10 @@ class Trainer:
             last = self.step == max_steps or out_of_time
             if self.step % self.config.eval_every == 0 or last:
                 metrics |= {f"val_{k}": v for k, v in self.validate().items()}
+                self.observe_validation(metrics)
             metrics |= {"step": self.step, "lr": self.config.lr * lr_scale}
             self.log(metrics)
-            if self.step % self.config.save_every == 0 or last:
+            if self.step % self.config.save_every == 0 or last or self.converged():
                 self.save()
             if on_step:
                 on_step(StepReport(self.step, max_steps, metrics, examples / (time.perf_counter() - started)))
@@ -208,6 +219,13 @@ class Trainer:
 
     def validate(self) -> dict:
         raise NotImplementedError
+
+    def observe_validation(self, metrics: dict) -> None:
+        """Called with each step's metrics after a validation (early stopping keeps its state here)."""
+
+    def converged(self) -> bool:
+        """Whether training should stop before max_steps (early stopping)."""
+        return False
 
     def log(self, metrics: dict) -> None:
         if self.accelerator.is_main_process:
@@ -426,6 +444,112 @@ class DecoderTrainer(Trainer):
             load_adapter_state(self.decoder.model, state)
         else:
             super().load_trained_lm_state(state)
+
+
+class SteerTrainer(Trainer):
+    """The latent steer on cached LM states (dglm_cli.lm_states), in the bundle's latent space.
+
+    A step takes a batch of corpus rows and all their continuation tokens. Validation reports the loss
+    over the candidates with the true latent, a shuffled latent and no steer (nats/token), and keeps the
+    best weights: with `patience`, training stops once that many validations bring no better loss, and
+    the steer that is exported is the best one.
+    """
+
+    kind = "steer"
+
+    def __init__(self, run_dir: Path, steer: LatentSteer, output_layer: torch.nn.Linear, states: LMStates, corpus: LatentCorpus,
+                 stats: LatentStats, inference_alpha2: float, config: TrainConfig):
+        self.states, self.inference_alpha2 = states, inference_alpha2
+        super().__init__(run_dir, steer, SteerObjective(steer, output_layer), corpus, config)
+        self.stats = stats.to(self.device)  # the bundle's latent space, which the steer reads at generation
+        self.best = {"loss": float("inf"), "step": 0, "stale": 0}
+        self.best_weights = {k: v.detach().clone() for k, v in steer.state_dict().items()}
+
+    def tokens(self, rows: torch.Tensor) -> tuple:
+        """(hidden (T, H), candidates (T, K) or None, target index (T,), teacher (T, K) or None, the row of each
+        token (T,)) of these rows' tokens."""
+        tokens, owner = self.states.tokens_of(rows)
+        hidden = self.states.hidden[tokens].to(self.device).float()
+        candidates = None if self.states.candidates is None else self.states.candidates[tokens].to(self.device).long()
+        teacher = None if self.states.teacher is None or not self.config.teacher_weight else self.states.teacher[tokens].to(self.device).float()
+        return hidden, candidates, self.states.target_index(tokens).to(self.device), teacher, owner.to(self.device)
+
+    def noised_latents(self, rows: torch.Tensor, alpha2: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The rows' continuation latents in the bundle's latent space, noised at α² (B,) by noise (B, D) -> (B, D)."""
+        return diffuse(self.stats.to_latent(self.corpus.continuation_embeddings[rows].to(self.device)), noise, alpha2)
+
+    def loss_sums(self, objective, hidden, z, candidates, target, teacher, steered: bool = True) -> dict:
+        """Per-token losses summed: the target's cross-entropy, KL to the base, the teacher's cross-entropy
+        (with a teacher); and the counts they are averaged over (covered targets, tokens)."""
+        ce, kl, soft = objective(hidden, z, candidates, target, teacher, self.config.teacher_cfg, steered)
+        sums = {"ce": ce.sum(), "kl": kl.sum(), "covered": (target >= 0).sum(), "tokens": len(target)}
+        return sums | ({"teacher": soft.sum()} if soft is not None else {})
+
+    def loss_means(self, sums: dict) -> dict:
+        """Means of `loss_sums` and the objective: (1 − w)·ce + w·teacher + β·kl, w = --teacher-weight with a teacher."""
+        means = {"ce": sums["ce"] / max(sums["covered"], 1), "kl": sums["kl"] / max(sums["tokens"], 1)}
+        weight = 0.0
+        if "teacher" in sums:
+            means["teacher"], weight = sums["teacher"] / max(sums["tokens"], 1), self.config.teacher_weight
+        means["objective"] = (1 - weight) * means["ce"] + weight * means.get("teacher", 0.0) + self.config.kl_weight * means["kl"]
+        return means
+
+    def train_step(self, step: int) -> dict:
+        generator = self.step_generator(step)
+        rows = self.batch_indices(step)
+        # Gaussian noise augmentation of the latent, as the prompt generator's: t ~ U(0, 1), α² from the shifted schedule
+        t = torch.rand(len(rows), generator=generator, dtype=torch.float64)
+        noise = torch.randn(len(rows), self.stats.mean.shape[0], generator=generator).to(self.device)
+        alpha2 = self.accelerator.unwrap_model(self.objective).noise_level(t).float().to(self.device)
+        hidden, candidates, target, teacher, owner = self.tokens(rows)
+        with self.accelerator.autocast():
+            sums = self.loss_sums(self.objective, hidden, self.noised_latents(rows, alpha2, noise)[owner], candidates, target, teacher)
+        means = self.loss_means(sums)
+        self.accelerator.backward(means["objective"])
+        return {"loss": means.pop("objective").item()} | {k: v.item() for k, v in means.items()}
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """The objective (loss), the target's cross-entropy (nats per covered token) and, with a teacher, the
+        teacher's cross-entropy, each with the true latent, a shuffled latent and no steer; KL to the base
+        with the true latent; the share of targets among the candidates."""
+        objective = self.accelerator.unwrap_model(self.objective)
+        objective.eval()
+        totals = {name: {} for name in ("true_latent", "shuffled_latent", "no_steer")}
+        generator = torch.Generator().manual_seed(self.config.seed + 12345)
+        for rows in self.corpus.val_indices.split(self.config.batch_size):
+            noise = torch.randn(len(rows), self.stats.mean.shape[0], generator=generator).to(self.device)
+            latents = self.noised_latents(rows, torch.full((len(rows),), self.inference_alpha2, device=self.device), noise)  # (B, D)
+            hidden, candidates, target, teacher, owner = self.tokens(rows)
+            runs = {"true_latent": (latents[owner], True), "shuffled_latent": (latents.roll(1, dims=0)[owner], True), "no_steer": (latents[owner], False)}
+            for name, (z, steered) in runs.items():
+                for key, value in self.loss_sums(objective, hidden, z, candidates, target, teacher, steered).items():
+                    totals[name][key] = totals[name].get(key, 0.0) + float(value)
+        objective.train()
+        means = {name: self.loss_means(sums) for name, sums in totals.items()}
+        metrics = {"loss": means["true_latent"]["objective"], "kl": means["true_latent"]["kl"]}
+        for name, values in means.items():
+            metrics |= {name: values["ce"]} | ({f"teacher_{name}": values["teacher"]} if "teacher" in values else {})
+        return metrics | {"coverage": totals["true_latent"]["covered"] / max(totals["true_latent"]["tokens"], 1)}
+
+    def observe_validation(self, metrics: dict) -> None:
+        if metrics["val_loss"] < self.best["loss"]:
+            self.best = {"loss": metrics["val_loss"], "step": self.step, "stale": 0}
+            self.best_weights = {k: v.detach().clone() for k, v in self.head.state_dict().items()}
+        else:
+            self.best["stale"] += 1
+
+    def converged(self) -> bool:
+        return 0 < self.config.patience <= self.best["stale"]
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        best = {f"best.{k}": v for k, v in self.best_weights.items()}
+        return best | {"best_loss": torch.tensor(self.best["loss"], dtype=torch.float64), "best_step": torch.tensor(self.best["step"]),
+                       "stale": torch.tensor(self.best["stale"])}
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.best = {"loss": tensors["best_loss"].item(), "step": int(tensors["best_step"]), "stale": int(tensors["stale"])}
+        self.best_weights = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}
 
 
 def group_by_length(order: torch.Tensor, lengths: torch.Tensor, batch: int, generator: torch.Generator, window: int = 32) -> torch.Tensor:

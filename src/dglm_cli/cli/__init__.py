@@ -8,7 +8,7 @@ and a non-zero exit (DGLM_DEBUG=1 shows the traceback). Heavy libraries load ins
 import typer
 
 from dglm_cli import __version__
-from dglm_cli.cli import bundle, classifiers, fetch, generate, info, score, sweep, train
+from dglm_cli.cli import bundle, classifiers, fetch, generate, info, score, steer, sweep, train
 
 app = typer.Typer(
     name="dglm",
@@ -28,6 +28,7 @@ app.command("score")(score.score)
 app.command("sweep")(sweep.sweep)
 app.command("train-diffusion")(train.train_diffusion)
 app.command("train-decoder")(train.train_decoder)
+app.command("train-steer")(steer.train_steer)
 app.command("export")(train.export)
 
 

@@ -19,6 +19,7 @@ from dglm_cli.cli._options import (
     McSamples,
     Quiet,
     Sampler,
+    Steer,
     Steps,
     TopP,
 )
@@ -35,6 +36,7 @@ def generate(
     guidance: Annotated[float, typer.Option(help="Classifier-guidance scale s (0 = unguided).")] = 7.0,
     cfg: Cfg = 1.0,
     decoder_cfg: DecoderCfg = 1.0,
+    steer: Steer = None,
     steps: Steps = 20,
     sampler: Sampler = "ddpm",
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Samples per prompt.")] = 1,
@@ -75,7 +77,7 @@ def generate(
         max_new_tokens=max_new_tokens, top_p=top_p, temperature=temperature,
         repetition_penalty=repetition_penalty, mc_samples=mc_samples, aggregate=aggregate,
         guidance_gradient=guidance_gradient,
-        renoise_alpha2=renoise, seed=seed, batch_size=batch_size,
+        renoise_alpha2=renoise, steer=steer, seed=seed, batch_size=batch_size,
     )
     settings.validate()
     skip = existing_ids(output) if output else set()

@@ -1,5 +1,6 @@
 """`dglm train-diffusion`, `dglm train-decoder` and `dglm export`."""
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -196,7 +197,7 @@ def _train_in_process(state, r: TrainRequest) -> None:
         trainer.initialize_from(r.init_from)
     if r.resume and trainer.resume() and not r.quiet:
         stderr.print(f"resumed {r.run_dir} at step {trainer.step}")
-    _run_with_progress(trainer, spec.train_config.max_steps, r.budget_minutes, r.quiet)
+    run_with_progress(trainer, spec.train_config.max_steps, r.budget_minutes, r.quiet)
 
 
 def _warn_about_emulated_bf16(precision: str, quiet: bool) -> None:
@@ -224,28 +225,36 @@ def parse_reference(text: str) -> dict:
 
 def _cached_corpus(corpus_path, encoder_ref, decoder_ref, corpus_config, quiet):
     """The encoded corpus from the cache, or encoded now with a progress bar."""
-    from dglm_cli.cli._common import progress
     from dglm_cli.runs import cached_corpus
 
-    bar, task = progress(quiet), None
-
-    def report(done: int, total: int) -> None:
-        nonlocal task
-        if task is None:  # the bar appears only when there is something to encode
-            bar.start()
-            task = bar.add_task("encoding corpus", total=total)
-        bar.update(task, completed=done)
-
-    try:
+    with cached_corpus_progress(quiet) as report:
         directory, dim, built = cached_corpus(corpus_path, encoder_ref, decoder_ref, corpus_config, report)
-    finally:
-        bar.stop()
     if built and not quiet:
         stderr.print(f"cached the encoded corpus in {directory}")
     return directory, dim
 
 
-def _run_with_progress(trainer, max_steps: int, budget_minutes: float | None, quiet: bool) -> None:
+@contextmanager
+def cached_corpus_progress(quiet: bool):
+    """A `report(done, total)` for corpus encoding whose bar appears only when there is something to encode."""
+    from dglm_cli.cli._common import progress
+
+    bar, task = progress(quiet), None
+
+    def report(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task("encoding corpus", total=total)
+        bar.update(task, completed=done)
+
+    try:
+        yield report
+    finally:
+        bar.stop()
+
+
+def run_with_progress(trainer, max_steps: int, budget_minutes: float | None, quiet: bool) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -274,15 +283,24 @@ def _run_with_progress(trainer, max_steps: int, budget_minutes: float | None, qu
 
 @user_errors
 def export(
-    runs: Annotated[list[Path], typer.Argument(help="A diffusion run and a decoder run.")],
+    runs: Annotated[list[Path], typer.Argument(help="A diffusion run and a decoder run, and/or a steer run.")],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to write.")],
     force: Force = False,
     half: Annotated[bool, typer.Option("--half", help="Store the heads and adapters as float16 (half the size; loaded as float32).")] = False,
 ) -> None:
-    """Export the EMA weights of a diffusion run and a decoder run as a bundle."""
+    """Export the EMA weights of a diffusion run and a decoder run as a bundle; a steer run's best steer
+    goes into that bundle, or alone into the existing bundle OUT it was trained for."""
     quiet_libraries()
+    from dglm_cli.errors import InputError
     from dglm_cli.runs import export_bundle
+    from dglm_cli.steer_runs import export_steer, is_steer_run
 
-    path = export_bundle(runs, out, overwrite=force, half=half)
+    steers = [r for r in runs if is_steer_run(r)]
+    heads = [r for r in runs if r not in steers]
+    if len(steers) > 1:
+        raise InputError(f"{len(steers)} steer runs given; a bundle holds one steer")
+    path = export_bundle(heads, out, overwrite=force, half=half) if heads else out
+    if steers:
+        export_steer(steers[0], path, overwrite=force or bool(heads), half=half)
     stderr.print(f"exported {', '.join(map(str, runs))}")
     typer.echo(str(path))
