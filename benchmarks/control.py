@@ -8,6 +8,7 @@ One process, one decoder, the same prompts and record seeds for every method:
   dglm s=0         DGLM unguided
   dglm s=S         DGLM guided toward the attribute at each --scales value and the default scale (default settings)
   dglm s=5 full gradient ddpm×50   the previous defaults (the paper's full gradient, 50 steps, s = 5)
+  dglm steer off   for a bundle with a latent steer (the rows above use its default strength): the default scale, steer 0
   best-of-n        n plain samples per record, the one the guiding classifier rates highest is kept;
                    n is the smallest whole number of plain samples that costs at least the default DGLM guided run
   weighted decoding  FUDGE-style token-level reweighting by the same classifier (top 16 tokens rescored each step)
@@ -33,6 +34,7 @@ from dglm_cli.attributes import AttributeSpec
 from dglm_cli.pipeline import GenerationSettings, Pipeline
 from dglm_cli.records import Prompt, read_prompts
 from dglm_cli.rng import RecordRNG
+from dglm_cli.training import describe_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 FUDGE_TOP_K = 16  # candidate next tokens rescored by the classifier at each step
@@ -114,6 +116,9 @@ def run_methods(pipeline: Pipeline, prompts: list[Prompt], attrs: list[str], sca
         for scale in sorted({*scales, settings.guidance_scale}):  # the default scale sets best-of-n's budget
             runs.append(Run(f"dglm s={scale:g}", attr, *timed(dglm_samples, pipeline, prompts, attr, replace(settings, guidance_scale=scale))))
         runs.append(Run(PAPER_LIKE, attr, *timed(dglm_samples, pipeline, prompts, attr, replace(settings, **PAPER_SETTINGS))))
+        if pipeline.bundle.steer is not None:  # the dglm rows steer at the bundle's default strength; this one does not
+            steer_off = replace(settings, steer=0.0)
+            runs.append(Run(f"dglm s={settings.guidance_scale:g}, steer off", attr, *timed(dglm_samples, pipeline, prompts, attr, steer_off)))
         reference = next(r.seconds for r in runs if r.attr == attr and r.method == f"dglm s={settings.guidance_scale:g}")
         n = max(1, math.ceil(reference / runs[0].seconds))
         runs.append(Run(f"best-of-{n}", attr, *timed(best_of_n, pipeline, prefixes, seeds, attr, n, settings)))
@@ -201,7 +206,7 @@ def main() -> None:
     write_records(records, runs, pipeline.plan(prompts, [], settings))
     summary = score(records, args.bundle)
     device = pipeline.device
-    machine = (torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads")
+    machine = (torch.cuda.get_device_name(device) if device.type == "cuda" else f"{describe_cpu()}, {torch.get_num_threads()} threads")
     machine += f"; bundle {pipeline.bundle.name}; {len(prompts)} prompts × {args.samples} samples, {args.max_new_tokens} new tokens, " \
                f"top-p {settings.top_p}, {settings.steps} {settings.sampler} steps and the {settings.guidance_gradient} gradient unless named"
     text = table(runs, summary, attrs, machine)

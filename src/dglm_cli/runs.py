@@ -15,6 +15,7 @@ from dglm_cli import assets
 from dglm_cli.bundle import CONFIG, find_bundle, read_json, save_bundle, write_json
 from dglm_cli.checkpoints import load_checkpoint
 from dglm_cli.config import config_from_dict
+from dglm_cli.corpus import load_corpus_stats
 from dglm_cli.decoder import DecoderConfig, SoftPromptDecoder
 from dglm_cli.denoiser import Denoiser, DenoiserConfig
 from dglm_cli.encoder import EncoderConfig
@@ -128,17 +129,21 @@ def export_bundle(run_dirs: list[Path], out: Path, overwrite: bool = False, devi
         if spec.kind in runs:
             raise InputError(f"two {spec.kind} runs given ({runs[spec.kind][0]} and {run_dir}); export takes one of each")
         runs[spec.kind] = (run_dir, spec)
-    missing = {"diffusion", "decoder"} - set(runs)
-    if missing:
-        raise InputError(f"export needs a diffusion run and a decoder run; missing: {', '.join(sorted(missing))}")
-    (diffusion_dir, diffusion), (decoder_dir, decoder) = runs["diffusion"], runs["decoder"]
-    if diffusion.encoder != decoder.encoder:
-        raise InputError("the two runs use different encoders; train both heads on the same encoder")
-    stats = _matching_stats(diffusion, decoder)
-    denoiser = _ema_module(diffusion_dir, Denoiser, diffusion.model_config())
-    prompt_generator = _ema_module(decoder_dir, PromptGenerator, decoder.model_config())
+    if "diffusion" not in runs:
+        raise InputError("export needs a diffusion run (and a decoder run, or a steer run added later)")
+    diffusion_dir, diffusion = runs["diffusion"]
     encoder_config, copies = _embed_if_local(diffusion.encoder, "encoder/model", diffusion.encoder_dim)
-    lm, adapter, decoder_config, lm_copies = _decoder_part(decoder_dir, decoder, prompt_generator.config.lm_dim, device)
+    if "decoder" in runs:
+        decoder_dir, decoder = runs["decoder"]
+        if diffusion.encoder != decoder.encoder:
+            raise InputError("the two runs use different encoders; train both heads on the same encoder")
+        stats = _matching_stats(diffusion, decoder)
+        prompt_generator = _ema_module(decoder_dir, PromptGenerator, decoder.model_config())
+        lm, adapter, decoder_config, lm_copies = _decoder_part(decoder_dir, decoder, prompt_generator.config.lm_dim, device)
+    else:
+        stats = load_corpus_stats(Path(diffusion.corpus))
+        prompt_generator, lm, adapter, decoder_config, lm_copies = _plain_decoder_part(diffusion)
+    denoiser = _ema_module(diffusion_dir, Denoiser, diffusion.model_config())
     if half:
         denoiser, prompt_generator = denoiser.half(), prompt_generator.half()
         adapter = adapter and {k: v.half() for k, v in adapter.items()}
@@ -153,9 +158,20 @@ def export_bundle(run_dirs: list[Path], out: Path, overwrite: bool = False, devi
     )
 
 
-def _matching_stats(diffusion: RunSpec, decoder: RunSpec):
-    from dglm_cli.corpus import load_corpus_stats
+def _plain_decoder_part(diffusion: RunSpec):
+    """Without a decoder run: the run's LM as it is, behind a prompt generator of length 0 (no soft prompt),
+    so that the bundle writes plain LM text until a steer carries the latent into it."""
+    decoder = load_training_decoder(diffusion.decoder)
+    width, _ = embedding_shape(decoder)
+    no_prompt = PromptGenerator(PromptGeneratorConfig(latent_dim=diffusion.encoder_dim, lm_dim=width, prompt_length=0, dim=32, depth=1,
+                                                      dim_head=16)).eval()
+    if diffusion.decoder.get("kind") == "path":
+        embedded = DecoderConfig({"kind": "embedded", "path": "decoder/lm"}, width)
+        return no_prompt, None, None, embedded, {"decoder/lm": Path(diffusion.decoder["path"])}
+    return no_prompt, None, None, DecoderConfig(diffusion.decoder, width), {}
 
+
+def _matching_stats(diffusion: RunSpec, decoder: RunSpec):
     first, second = load_corpus_stats(Path(diffusion.corpus)), load_corpus_stats(Path(decoder.corpus))
     if not (torch.allclose(first.mean, second.mean, atol=1e-4) and torch.allclose(first.std, second.std, atol=1e-4)):
         raise InputError("the two runs were trained with different latent statistics (different corpora); train both on one corpus")

@@ -8,9 +8,10 @@ the text at the LM's output, where the soft prompt carries it at the input:
   δ = U·((A·h) ⊙ g(z)) + c(z)                 A: H→R, g: D→M→R (SiLU MLP), U: R→H, c: D→H; U and c start at 0
   logits = W·(h + s·δ) = W·h + s·W·δ          W is linear, so the strength s scales a shift of the logits
 
-The shift acts on the base LM's K most probable tokens only (the tokens it is trained to rank) and is
-renormalised so that those K tokens keep the base LM's total probability: the steer re-ranks them and the
-rest of the vocabulary keeps its base probability. Training (dglm_cli.training.SteerTrainer) reads cached
+The shift acts on the base LM's K most probable tokens only (the tokens it is trained to rank), and at
+generation by default only on those of them inside the base LM's top-p nucleus (the tokens plain sampling
+could draw); it is renormalised so that those tokens keep the base LM's total probability: the steer re-ranks
+them and the rest of the vocabulary keeps its base probability. Training (dglm_cli.training.SteerTrainer) reads cached
 states of the frozen LM (dglm_cli.lm_states), so it never backpropagates through the LM.
 """
 
@@ -29,6 +30,7 @@ class SteerConfig:
     candidates: int = 64  # K, the base LM's most probable tokens the steer re-ranks (0: the whole vocabulary)
     strength: float = 1.0  # s at generation unless --steer says otherwise
     soft_prompt: bool = False  # trained on states taken with the bundle's soft prompt in place
+    nucleus: bool = True  # at generation, re-rank only the candidates inside the base LM's top-p nucleus
     augmentation_shift: float = 3.0  # log-SNR shift of the noise augmentation of z (as the prompt generator's)
 
 
@@ -60,27 +62,42 @@ def output_logits(hidden: torch.Tensor, weight: torch.Tensor, candidates: torch.
     return torch.einsum("nkh,...nh->...nk", weight[candidates], hidden)
 
 
-def steered_candidates(base: torch.Tensor, shift: torch.Tensor, strength: float) -> torch.Tensor:
-    """Candidate logits base + s·shift (N, K), renormalised to the total probability the base gives them."""
-    steered = base + strength * shift
-    return steered - steered.logsumexp(dim=-1, keepdim=True) + base.logsumexp(dim=-1, keepdim=True)
+def steered_candidates(base: torch.Tensor, shift: torch.Tensor, strength: float, inside: torch.Tensor | None = None) -> torch.Tensor:
+    """Candidate logits base + s·shift (N, K), renormalised to the total probability the base gives them;
+    with a mask `inside` (N, K), only those candidates are steered (and renormalised), the others keep base."""
+    if inside is None:
+        steered = base + strength * shift
+        return steered - steered.logsumexp(dim=-1, keepdim=True) + base.logsumexp(dim=-1, keepdim=True)
+    steered = (base + strength * shift).masked_fill(~inside, float("-inf"))
+    mass = base.masked_fill(~inside, float("-inf")).logsumexp(dim=-1, keepdim=True)
+    return torch.where(inside, steered - steered.logsumexp(dim=-1, keepdim=True) + mass, base)
+
+
+def nucleus_of(logits: torch.Tensor, candidates: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Which of each row's candidates (N, K), sorted by logit, lie in the top-p nucleus of softmax(logits) (N, V):
+    those whose more probable predecessors hold less than top_p (the first always does)."""
+    probs = logits.softmax(dim=-1).gather(1, candidates)  # (N, K)
+    return probs.cumsum(dim=-1) - probs < top_p
 
 
 class BoundSteer:
     """The steer with each row's latent and a strength, as the decoder's sampling loop calls it:
-    (final hidden states (B, H), next-token logits (B, V)) -> steered logits (B, V)."""
+    (final hidden states (B, H), next-token logits (B, V)) -> steered logits (B, V). `top_p` is the sampler's:
+    a steer with `nucleus` set re-ranks only the candidates inside the base distribution's top-p nucleus."""
 
-    def __init__(self, steer: LatentSteer, output_layer: nn.Linear, z: torch.Tensor, strength: float):
+    def __init__(self, steer: LatentSteer, output_layer: nn.Linear, z: torch.Tensor, strength: float, top_p: float = 1.0):
         self.steer, self.z, self.strength = steer, z, strength
+        self.top_p = top_p if steer.config.nucleus else 1.0
         self.weight = output_layer.weight  # W; its bias, if any, is in the base logits already
 
     def __call__(self, hidden: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         delta = self.steer(hidden.to(self.weight.dtype), self.z)  # (B, H)
         if not self.steer.config.candidates:  # the whole vocabulary
             return logits + self.strength * output_logits(delta, self.weight, None).to(logits.dtype)
-        candidates = logits.topk(self.steer.config.candidates, dim=-1).indices  # (B, K)
+        candidates = logits.topk(self.steer.config.candidates, dim=-1).indices  # (B, K), most probable first
         shift = output_logits(delta, self.weight, candidates).to(logits.dtype)  # (B, K): W[K]·δ, no bias
-        return logits.scatter(1, candidates, steered_candidates(logits.gather(1, candidates), shift, self.strength))
+        inside = nucleus_of(logits, candidates, self.top_p) if self.top_p < 1 else None  # (B, K)
+        return logits.scatter(1, candidates, steered_candidates(logits.gather(1, candidates), shift, self.strength, inside))
 
 
 def candidate_losses(base: torch.Tensor, shift: torch.Tensor, target: torch.Tensor, teacher: torch.Tensor | None = None,

@@ -164,9 +164,14 @@ def _soft_prompts(bundle: Bundle, corpus: LatentCorpus) -> Callable[[torch.Tenso
     return soft_prompts
 
 
-def export_steer(run_dir: Path, out: Path, overwrite: bool = False, half: bool = False) -> Path:
-    """Write the run's best steer into the bundle `out`, which must hold the decoder it was trained for."""
+def export_steer(run_dir: Path, out: Path, overwrite: bool = False, half: bool = False, strength: float | None = None) -> Path:
+    """Write the run's best steer into the bundle `out`, which must hold the decoder it was trained for;
+    `strength` replaces the run's default strength."""
     spec = load_steer_run(run_dir)
+    if strength is not None:
+        if not (math.isfinite(strength) and strength >= 0):
+            raise InputError("--steer-strength must be a finite number >= 0")
+        spec = replace(spec, model={**spec.model, "strength": strength})
     out = find_bundle(out)
     if bundle_identity(out, spec.cache_config.soft_prompt) != spec.identity:
         raise InputError(f"{run_dir} trained a steer for {spec.bundle}; {out} has another decoder, encoder or prompt generator")
@@ -176,8 +181,18 @@ def export_steer(run_dir: Path, out: Path, overwrite: bool = False, half: bool =
     steer = LatentSteer(spec.steer_config)
     steer.load_state_dict({k.removeprefix("best."): v.float() for k, v in checkpoint.extra.items() if k.startswith("best.")})
     target = add_steer(out, steer.half() if half else steer, overwrite=overwrite)
-    write_model_card(out, (out / "README.md").read_text(encoding="utf-8").rstrip() + "\n\n" + _card_section(run_dir, spec, checkpoint.extra))
+    card = _without_steer_section((out / "README.md").read_text(encoding="utf-8"))
+    write_model_card(out, card.rstrip() + "\n\n" + _card_section(run_dir, spec, checkpoint.extra))
     return target
+
+
+def _without_steer_section(card: str) -> str:
+    """The model card without the section an earlier export of a steer wrote (replaced, not repeated)."""
+    head, found, rest = card.partition("\n## steer\n")
+    if not found:
+        return card
+    _, heading, tail = rest.partition("\n## ")
+    return head + ("\n" + heading + tail if heading else "")
 
 
 def _card_section(run_dir: Path, spec: SteerRunSpec, extra: dict) -> str:

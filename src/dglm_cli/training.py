@@ -52,6 +52,20 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+def describe_cpu() -> str:
+    """The CPU's model name, core count and whether it has native bf16, for logs and benchmark reports."""
+    import os
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores, {'native bf16' if cpu_has_native_bf16() else 'no native bf16 (fp32)'}"
+
+
 @dataclass
 class TrainConfig:
     max_steps: int = 2000

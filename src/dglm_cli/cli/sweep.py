@@ -25,12 +25,13 @@ from dglm_cli.cli._options import (
     PplModel,
     Quiet,
     Sampler,
+    Steer,
     Steps,
     TopP,
 )
 
 CSV_COLUMNS = [
-    "scale", "records", "empty", "judge", "rate", "rate_low", "rate_high", "guide_rate", "guide_low", "guide_high",
+    "scale", "steer", "records", "empty", "judge", "rate", "rate_low", "rate_high", "guide_rate", "guide_low", "guide_high",
     "agreement", "ppl_mean", "ppl_median", "distinct_1", "distinct_2", "distinct_3", "repetition", "mean_length", "seconds",
 ]
 
@@ -46,6 +47,8 @@ def sweep(
     sampler: Sampler = "ddpm",
     cfg: Cfg = 1.0,
     decoder_cfg: DecoderCfg = 1.0,
+    steer: Steer = None,
+    steers: Annotated[str | None, typer.Option(help="Comma-separated strengths of the bundle's latent steer, each swept at every scale (default: --steer alone).")] = None,
     mc_samples: McSamples = 32,
     max_new_tokens: MaxNewTokens = 32,
     top_p: TopP = 0.9,
@@ -60,17 +63,21 @@ def sweep(
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """Trade-off of one attribute across guidance scales: attribute rate against perplexity and diversity.
+    """Trade-off of one attribute across guidance scales (and steer strengths): attribute rate against
+    perplexity and diversity.
 
-    Every scale uses the same prompts and per-record seeds, so the scales differ only in guidance.
+    Every point uses the same prompts and per-record seeds, so the points differ only in guidance and steer.
 
-    Example:
+    Examples:
 
       dglm sweep --prompts prompts.txt --attr positive --scales 0,1,2,5,10 -n 8 --out-dir sweep-positive
+
+      dglm sweep --prompts prompts.txt --attr positive --scales 5 --steers 0,0.5,1,2 --out-dir steer-positive
     """
     from dglm_cli.errors import InputError
 
     scale_list = _parse_scales(scales)
+    steer_list = [steer] if steers is None else _parse_numbers(steers, "--steers")
     if not 0 <= max_disagreement <= 1:
         raise InputError("--max-disagreement must be between 0 and 1")
     quiet_libraries()
@@ -84,27 +91,31 @@ def sweep(
         num_samples=num_samples, steps=steps, sampler=sampler, cfg=cfg, decoder_cfg=decoder_cfg, mc_samples=mc_samples,
         max_new_tokens=max_new_tokens, top_p=top_p, seed=seed, batch_size=batch_size,
     )
-    base.validate()
+    points = [replace(base, guidance_scale=scale, steer=strength) for strength in steer_list for scale in scale_list]
+    for point in points:
+        point.validate()
     with stderr.status("loading bundle and scorers", spinner="dots") if not quiet else nullcontext():
         pipeline = Pipeline.from_bundle(_bundle_name(bundle), device)
         target = pipeline.targets([attr])[0]  # an unknown attribute fails here, before any work
+        strengths = [pipeline.steer_strength(point) for point in points]  # so does a steer the bundle lacks
         scorers = _scorers(scoring, pipeline, target, ppl_model, no_ppl, scorer, batch_size)
     guide = f"clf:{target.name}"
     judge = _judge(scoring, scorers, judge, guide, target.label)
-    evaluation = scoring.Evaluation("guidance.scale", max_disagreement)
-    seconds = {}
+    evaluation = scoring.Evaluation("sweep", max_disagreement)  # one group per point
+    seconds = []
     out_dir.mkdir(parents=True, exist_ok=True)
     with _atomic_text(out_dir / "records.jsonl") as records_file, progress(quiet) as bar:
-        task = bar.add_task("generating", total=len(scale_list) * len(items) * num_samples)
-        for scale in scale_list:
+        task = bar.add_task("generating", total=len(points) * len(items) * num_samples)
+        for point, strength in zip(points, strengths):
             started = time.perf_counter()
-            records = list(pipeline.generate(items, [attr], [], replace(base, guidance_scale=scale), on_progress=lambda n: bar.advance(task, n)))
-            seconds[scale] = time.perf_counter() - started
+            records = list(pipeline.generate(items, [attr], [], point, on_progress=lambda n: bar.advance(task, n)))
+            seconds.append(time.perf_counter() - started)
+            for record in records:
+                record["sweep"] = {"scale": point.guidance_scale, "steer": strength}
             batch = [scoring.Item(i, r, r["prompt"], r["continuation"]) for i, r in enumerate(records, 1)]
             scoring.run(batch, scorers, evaluation, batch_size, lambda r: records_file.write(json.dumps(r, ensure_ascii=False) + "\n"))
     summary = evaluation.summary(scorers.info(), scorers.labelers, attribute=f"{target.name}:{target.label}", judge=judge, settings=vars(base))
-    by_scale = {group["key"]: group for group in summary["groups"]}
-    rows = [_row(scale, by_scale[scale], judge, guide, target.label, seconds[scale]) for scale in scale_list]
+    rows = [_row(group["key"], group, judge, guide, target.label, took) for group, took in zip(summary["groups"], seconds)]
     _write_outputs(out_dir, rows, summary, f"{target.name}:{target.label}", judge)
     stderr.print(_table(rows, f"{target.name}:{target.label}", judge))
     for warning in summary["warnings"]:
@@ -114,15 +125,22 @@ def sweep(
 
 
 def _parse_scales(text: str) -> list[float]:
+    return sorted({0.0, *_parse_numbers(text, "--scales")})
+
+
+def _parse_numbers(text: str, option: str) -> list[float]:
+    """Comma-separated finite numbers >= 0, in the order given, without repeats."""
+    import math
+
     from dglm_cli.errors import InputError
 
     try:
         values = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise InputError(f"--scales {text!r}: expected comma-separated numbers such as 0,1,2,5,10") from None
-    if any(v < 0 for v in values):
-        raise InputError("--scales must be >= 0")
-    return sorted({0.0, *values})
+        raise InputError(f"{option} {text!r}: expected comma-separated numbers such as 0,1,2,5,10") from None
+    if not values or any(not math.isfinite(v) or v < 0 for v in values):
+        raise InputError(f"{option} must be finite numbers >= 0")
+    return list(dict.fromkeys(values))
 
 
 def _scorers(scoring, pipeline, target, ppl_model, no_ppl, specs, batch_size):
@@ -158,7 +176,7 @@ def _judge(scoring, scorers, requested: str | None, guide: str, label: str) -> s
     return guide
 
 
-def _row(scale: float, group: dict, judge: str, guide: str, label: str, seconds: float) -> dict:
+def _row(point: dict, group: dict, judge: str, guide: str, label: str, seconds: float) -> dict:
     def rate(scorer: str) -> dict:
         rates = group["attributes"].get(scorer, {})
         own = next((k for k in rates if k.lower() == label.lower()), None)
@@ -167,7 +185,7 @@ def _row(scale: float, group: dict, judge: str, guide: str, label: str, seconds:
     judged, guided = rate(judge), rate(guide)
     agreement = group["agreement"].get(judge, {}).get("share") if judge != guide else None
     return {
-        "scale": scale, "records": group["records"], "empty": group["empty"], "judge": judge,
+        "scale": point["scale"], "steer": point["steer"], "records": group["records"], "empty": group["empty"], "judge": judge,
         "rate": judged["rate"], "rate_low": judged["low"], "rate_high": judged["high"],
         "guide_rate": guided["rate"], "guide_low": guided["low"], "guide_high": guided["high"], "agreement": agreement,
         "ppl_mean": group["perplexity"]["mean"], "ppl_median": group["perplexity"]["median"],
@@ -203,8 +221,9 @@ def plot_tradeoff(rows: list[dict], path: Path, attribute: str, judge: str, ppl_
     figure = Figure(figsize=(6.4, 4.8), dpi=110)
     ax = figure.subplots()
     ax.errorbar(xs, ys, yerr=errors, fmt="o-", color="tab:blue", ecolor="0.6", capsize=3, label="one point per scale (95% CI)")
+    steered = len({r["steer"] for r in points}) > 1
     for x, y, r in zip(xs, ys, points):
-        ax.annotate(f"s={r['scale']:g}", (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        ax.annotate(f"s={r['scale']:g}" + (f", steer {r['steer']:g}" if steered else ""), (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
     unguided = [(x, y) for x, y, r in zip(xs, ys, points) if r["scale"] == 0]
     if unguided:
         ax.scatter(*zip(*unguided), marker="*", s=260, color="tab:red", zorder=3, label="unguided (s=0)")
@@ -225,12 +244,12 @@ def _table(rows: list[dict], attribute: str, judge: str):
     from rich.table import Table
 
     table = Table(title=f"dglm sweep: {attribute}, rate judged by {judge}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("scale", "n", "rate", "95% CI", "guide", "agree", "ppl", "dist-2", "rep", "sec"):
+    for column in ("scale", "steer", "n", "rate", "95% CI", "guide", "agree", "ppl", "dist-2", "rep", "sec"):
         table.add_column(column, justify="right", no_wrap=True)
     for r in rows:
         interval = "-" if r["rate"] is None else f"{r['rate_low']:.2f}–{r['rate_high']:.2f}"
         table.add_row(
-            f"{r['scale']:g}", str(r["records"]), _number(r["rate"]), interval, _number(r["guide_rate"]),
+            f"{r['scale']:g}", f"{r['steer']:g}", str(r["records"]), _number(r["rate"]), interval, _number(r["guide_rate"]),
             _number(r["agreement"]), _number(r["ppl_mean"], 1), _number(r["distinct_2"]),
             _number(r["repetition"]), f"{r['seconds']:.0f}",
         )

@@ -283,13 +283,15 @@ def run_with_progress(trainer, max_steps: int, budget_minutes: float | None, qui
 
 @user_errors
 def export(
-    runs: Annotated[list[Path], typer.Argument(help="A diffusion run and a decoder run, and/or a steer run.")],
+    runs: Annotated[list[Path], typer.Argument(help="A diffusion run with a decoder run (or alone: the bundle writes with the plain LM, no soft prompt), and/or a steer run.")],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to write.")],
     force: Force = False,
     half: Annotated[bool, typer.Option("--half", help="Store the heads and adapters as float16 (half the size; loaded as float32).")] = False,
+    steer_strength: Annotated[float | None, typer.Option(help="The exported steer's default --steer strength (default: the run's --strength).")] = None,
 ) -> None:
-    """Export the EMA weights of a diffusion run and a decoder run as a bundle; a steer run's best steer
-    goes into that bundle, or alone into the existing bundle OUT it was trained for."""
+    """Export the EMA weights of a diffusion run and a decoder run as a bundle (a diffusion run alone: the
+    decoder's LM as it is, no soft prompt); a steer run's best steer goes into that bundle, or alone into
+    the existing bundle OUT it was trained for."""
     quiet_libraries()
     from dglm_cli.errors import InputError
     from dglm_cli.runs import export_bundle
@@ -301,6 +303,8 @@ def export(
         raise InputError(f"{len(steers)} steer runs given; a bundle holds one steer")
     path = export_bundle(heads, out, overwrite=force, half=half) if heads else out
     if steers:
-        export_steer(steers[0], path, overwrite=force or bool(heads), half=half)
+        export_steer(steers[0], path, overwrite=force or bool(heads), half=half, strength=steer_strength)
+    elif steer_strength is not None:
+        raise InputError("--steer-strength needs a steer run to export")
     stderr.print(f"exported {', '.join(map(str, runs))}")
     typer.echo(str(path))
