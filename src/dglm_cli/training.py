@@ -21,6 +21,7 @@ from dglm_cli.bundle import is_bundle, read_decoder_weights
 from dglm_cli.corpus import LatentCorpus
 from dglm_cli.decoder import SoftPromptDecoder
 from dglm_cli.denoiser import Denoiser
+from dglm_cli.devices import cpu_has_native_bf16  # noqa: F401  (also imported from here by scripts/)
 from dglm_cli.encoder import LatentStats
 from dglm_cli.errors import InputError
 from dglm_cli.files import first_line
@@ -41,15 +42,6 @@ from dglm_cli.steer import LatentSteer
 
 KINDS = ("diffusion", "decoder", "steer")
 PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN computes bf16 natively on this CPU (AVX-512 BF16 or AMX). Elsewhere bf16 autocast
-    is emulated: a SmolLM2 decoder step measured 16× slower than fp32 on an AVX2-only CPU."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 @dataclass
