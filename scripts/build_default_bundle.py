@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from dglm_cli.bundle import write_model_card
-from dglm_cli.training import cpu_has_native_bf16, describe_cpu
+from dglm_cli.devices import cpu_has_native_bf16, describe_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 NEUTRAL_PROMPTS = ROOT / "examples" / "prompts" / "neutral.txt"

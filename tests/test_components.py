@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from dglm_cli.bundle import load_classifier, load_module, save_classifier, save_module
 from dglm_cli.classifier import ClassifierConfig, LinearClassifier
 from dglm_cli.decoder import DecoderConfig, SoftPromptDecoder, sample_top_p
 from dglm_cli.denoiser import Denoiser, DenoiserConfig
+from dglm_cli.loaders import load_classifier, load_module, save_classifier, save_module
 from dglm_cli.prompt_generator import PromptGenerator, PromptGeneratorConfig
 from dglm_cli.rng import RecordRNG
 from dglm_cli.tiny import tiny_lm

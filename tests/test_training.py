@@ -12,11 +12,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from dglm_cli.bundle import read_tensors
 from dglm_cli.cli import app
 from dglm_cli.corpus import CorpusConfig, Pair, build_corpus, chunk_tokens, load_corpus, read_documents, save_corpus, split_chunks
 from dglm_cli.errors import InputError
-from dglm_cli.files import sha256_file
+from dglm_cli.files import read_tensors, sha256_file
 from dglm_cli.tiny import SENTENCES, bag_of_words_encoder, save_tiny_lm, tiny_lm, tiny_sentence_encoder
 
 WORDS = "red green blue cat dog bird river tree stone cloud rain sun moon star fish boat".split()

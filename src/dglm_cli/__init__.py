@@ -8,7 +8,7 @@ Importing this package is cheap; the heavy parts (torch, transformers) load on f
         print(record["continuation"])
 """
 
-__version__ = "0.1.0"
+from dglm_cli._version import __version__
 
 __all__ = ["Pipeline", "GenerationSettings", "__version__"]
 

@@ -1,162 +1,58 @@
-"""Bundle I/O: the only module that reads or writes model files.
+"""The bundle format: the one module that knows a bundle's layout, manifest and checks.
 
 A bundle is one directory (design.md §3): dglm.json (manifest with format version and the sha256 of
 every file), README.md (model card), encoder/, denoiser/, prompt_generator/, decoder/, classifiers/<name>/,
 and optionally steer/ (the latent steer on the decoder's output; a bundle without one behaves as before).
 Weights are safetensors and configs JSON; nothing in a bundle is executed or unpickled.
+Components and third-party models are loaded and saved by dglm_cli.loaders, files are written by
+dglm_cli.files; this module decides which file goes where and checks that they fit together.
 """
 
 import datetime
 import functools
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-from dglm_cli import __version__, assets
-from dglm_cli.classifier import ClassifierConfig, LinearClassifier
+from dglm_cli import assets
+from dglm_cli._version import __version__
+from dglm_cli.classifier import LinearClassifier
 from dglm_cli.config import config_from_dict, config_to_dict
 from dglm_cli.decoder import DecoderConfig, SoftPromptDecoder
 from dglm_cli.denoiser import Denoiser, DenoiserConfig
 from dglm_cli.encoder import EncoderConfig, LatentStats, SentenceEncoder
-from dglm_cli.errors import AssetError, BundleError
-from dglm_cli.files import first_line, sha256_file
+from dglm_cli.errors import BundleError
+from dglm_cli.files import read_json, read_tensors, sha256_file, staged_dir, write_json, write_tensors, write_text
+from dglm_cli.loaders import (
+    CONFIG,
+    WEIGHTS,
+    load_classifier,
+    load_decoder,
+    load_encoder,
+    load_module,
+    load_stats,
+    load_steer,
+    save_classifier,
+    save_encoder_model,
+    save_lm,
+    save_module,
+    save_stats,
+)
 from dglm_cli.paths import dglm_home
 from dglm_cli.prompt_generator import PromptGenerator, PromptGeneratorConfig
-from dglm_cli.steer import LatentSteer, SteerConfig
+from dglm_cli.steer import LatentSteer
 
 FORMAT_VERSION = 1
 MANIFEST = "dglm.json"
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
 ADAPTER = "decoder/adapter.safetensors"  # low-rank adapters of a fine-tuned decoder (dglm_cli.adapters)
 STEER = "steer"  # optional: the latent steer (dglm_cli.steer)
 
 
-# ---------------------------------------------------------------- files
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"missing file: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BundleError(f"corrupt JSON in {path}: {error}") from None
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write text through a temporary file and a rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as f:
-        f.write(text)
-    os.replace(f.name, path)
-
-
-def write_json(path: Path, data: dict) -> None:
-    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    seen, plain = set(), {}
-    for key, value in tensors.items():
-        value = value.detach().contiguous().cpu()
-        plain[key] = value.clone() if value.data_ptr() in seen else value  # tied weights share storage
-        seen.add(value.data_ptr())
-    save_file(plain, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise BundleError(f"missing file: {path}") from None
-    except (SafetensorError, OSError, ValueError) as error:
-        raise BundleError(f"corrupt weights in {path}: {error}") from None
-
-
-# ---------------------------------------------------------------- components
-
-
-def save_module(directory: Path, module: torch.nn.Module) -> None:
-    """config.json (the module's config dataclass) + model.safetensors (its state dict)."""
-    write_json(directory / CONFIG, config_to_dict(module.config))
-    write_tensors(directory / WEIGHTS, module.state_dict())
-
-
-def load_module(directory: Path, module_cls, config_cls, device: str | torch.device = "cpu"):
-    config = config_from_dict(config_cls, read_json(directory / CONFIG), where=str(directory / CONFIG))
-    try:
-        module = module_cls(config)
-    except ValueError as error:
-        raise BundleError(f"{directory / CONFIG}: {error}") from None
-    state = read_tensors(directory / WEIGHTS)
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()
-        raise BundleError(f"{directory / WEIGHTS} does not match its config: {' '.join(first[:2])}") from None
-    return module.to(device).eval()
-
-
-def save_classifier(directory: Path, classifier: LinearClassifier) -> None:
-    save_module(directory, classifier)
-
-
-def load_classifier(directory: Path, device: str | torch.device = "cpu") -> LinearClassifier:
-    return load_module(directory, LinearClassifier, ClassifierConfig, device)
-
-
-def save_stats(path: Path, stats: LatentStats) -> None:
-    write_tensors(path, {"mean": stats.mean, "std": stats.std})
-
-
-def load_stats(path: Path, device: str | torch.device = "cpu") -> LatentStats:
-    tensors = read_tensors(path)
-    if set(tensors) != {"mean", "std"} or tensors["mean"].shape != tensors["std"].shape:
-        raise BundleError(f"{path}: expected tensors 'mean' and 'std' of one shape")
-    return LatentStats(tensors["mean"], tensors["std"]).to(device)
-
-
-def load_encoder(config: EncoderConfig, base: Path | None, device: str | torch.device) -> SentenceEncoder:
-    model = _sentence_transformer(config.reference, base, device)
-    if config.max_seq_length:
-        model.max_seq_length = config.max_seq_length
-    dim = _embedding_dim(model)
-    if dim != config.embedding_dim:
-        raise BundleError(f"encoder {assets.describe(config.reference)} gives {dim}-d embeddings, bundle expects {config.embedding_dim}")
-    return SentenceEncoder(model.eval(), config)
-
-
-def load_encoder_reference(reference: dict, device: str | torch.device) -> SentenceEncoder:
-    """A standalone encoder (path, hub or package reference) whose dimension is read from the model."""
-    model = _sentence_transformer(reference, None, device)
-    return SentenceEncoder(model.eval(), EncoderConfig(reference, _embedding_dim(model)))
-
-
-def _sentence_transformer(reference: dict, base: Path | None, device: str | torch.device):
-    name, revision = assets.resolve(reference, base)
-    from sentence_transformers import SentenceTransformer
-
-    try:
-        return SentenceTransformer(name, revision=revision, device=str(device))
-    except (OSError, ValueError) as error:
-        raise AssetError(f"cannot load encoder {assets.describe(reference)}: {first_line(error)}") from None
-
-
-def _embedding_dim(model) -> int:
-    get_dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    return get_dimension()
+# ---------------------------------------------------------------- encoder identity
 
 
 def encoder_identity(reference: dict, base: Path | None = None) -> str:
@@ -180,58 +76,6 @@ def encoder_identity(reference: dict, base: Path | None = None) -> str:
 
 def bundle_encoder_config(path: Path) -> EncoderConfig:
     return config_from_dict(EncoderConfig, read_json(path / "encoder" / CONFIG), "encoder/config.json")
-
-
-def load_lm(reference: dict, base: Path | None, device: str | torch.device, dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) of a Hugging Face causal LM."""
-    name, revision = assets.resolve(reference, base)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=dtype)
-    except (OSError, ValueError) as error:
-        raise AssetError(f"cannot load decoder {assets.describe(reference)}: {first_line(error)}") from None
-    return model.to(device).eval(), tokenizer
-
-
-def load_tokenizer(reference: dict, base: Path | None = None):
-    name, revision = assets.resolve(reference, base)
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(name, revision=revision)
-    except (OSError, ValueError) as error:
-        raise AssetError(f"cannot load the tokenizer of {assets.describe(reference)}: {first_line(error)}") from None
-
-
-def save_lm(directory: Path, model, tokenizer) -> None:
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-
-
-def load_decoder(config: DecoderConfig, base: Path | None, device: str | torch.device) -> SoftPromptDecoder:
-    model, tokenizer = load_lm(config.reference, base, device)
-    width = model.get_input_embeddings().embedding_dim
-    if width != config.embedding_dim:
-        raise BundleError(f"decoder {assets.describe(config.reference)} has width {width}, bundle expects {config.embedding_dim}")
-    if config.adapter_rank:
-        _merge_adapter(model, config, base)
-    model.requires_grad_(False)
-    return SoftPromptDecoder(model, tokenizer, config)
-
-
-def _merge_adapter(model, config: DecoderConfig, base: Path | None) -> None:
-    from dglm_cli.adapters import adapter_rank, merge_adapters
-
-    state = read_tensors(Path(base or ".") / ADAPTER)
-    if adapter_rank(state) != config.adapter_rank:
-        raise BundleError(f"{ADAPTER} has rank {adapter_rank(state)}, decoder/config.json says {config.adapter_rank}")
-    try:
-        merge_adapters(model, state)
-    except (KeyError, RuntimeError) as error:
-        raise BundleError(f"{ADAPTER} does not fit decoder {assets.describe(config.reference)}: {first_line(error)}") from None
-
 
 
 # ---------------------------------------------------------------- bundles
@@ -305,10 +149,11 @@ def load_bundle(name_or_path: str | Path, device: str | torch.device = "cpu", ve
     denoiser = load_module(path / "denoiser", Denoiser, DenoiserConfig, device)
     prompt_generator = load_module(path / "prompt_generator", PromptGenerator, PromptGeneratorConfig, device)
     classifiers = {d.name: load_classifier(d, device) for d in sorted((path / "classifiers").glob("*")) if d.is_dir()}
-    steer = load_module(path / STEER, LatentSteer, SteerConfig, device) if (path / STEER).is_dir() else None
+    steer = load_steer(path / STEER, device) if (path / STEER).is_dir() else None
     _check_dimensions(encoder_config, decoder_config, stats, denoiser, prompt_generator, classifiers, steer)
     encoder = load_encoder(encoder_config, path, device)
-    decoder = load_decoder(decoder_config, path, device)
+    adapter = read_tensors(path / ADAPTER) if decoder_config.adapter_rank else None
+    decoder = load_decoder(decoder_config, path, device, adapter)
     if steer is not None and steer.config.hidden_dim != (width := decoder.model.get_output_embeddings().in_features):
         raise BundleError(f"dimension mismatch: the steer reads {steer.config.hidden_dim}-d hidden states, the decoder's are {width}-d")
     return Bundle(path, manifest, encoder, stats, denoiser, prompt_generator, decoder, classifiers, steer)
@@ -372,13 +217,11 @@ def save_bundle(
     path = Path(path)
     if path.exists() and not overwrite:
         raise BundleError(f"{path} already exists (use --force to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with staged_dir(path) as staging:
         write_json(staging / "encoder" / CONFIG, config_to_dict(encoder_config))
         save_stats(staging / "encoder" / "latent_stats.safetensors", stats)
         if encoder_model is not None:
-            encoder_model.save(str(staging / encoder_config.reference["path"]))
+            save_encoder_model(staging / encoder_config.reference["path"], encoder_model)
         save_module(staging / "denoiser", denoiser)
         save_module(staging / "prompt_generator", prompt_generator)
         write_json(staging / "decoder" / CONFIG, config_to_dict(decoder_config))
@@ -392,12 +235,8 @@ def save_bundle(
             save_classifier(staging / "classifiers" / name, classifier)
         if steer is not None:
             save_module(staging / STEER, steer)
-        (staging / "README.md").write_text(card or "# dglm bundle\n", encoding="utf-8")
+        write_text(staging / "README.md", card or "# dglm bundle\n")
         _write_manifest(staging, encoder_config, decoder_config, info or {}, path.name)
-        _replace_dir(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path
 
 
@@ -420,17 +259,6 @@ def _write_manifest(staging: Path, encoder_config, decoder_config, info: dict, n
         "files": files,
     }
     write_json(staging / MANIFEST, manifest)
-
-
-def _replace_dir(staging: Path, path: Path) -> None:
-    if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-        os.replace(staging, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, path)
 
 
 def write_model_card(path: Path, text: str) -> None:
@@ -462,14 +290,8 @@ def _add_component(path: Path, relative: str, module: torch.nn.Module, what: str
     target = path / relative
     if target.exists() and not overwrite:
         raise BundleError(f"bundle {path} already has {what} (use --force to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_dir(target) as staging:
         save_module(staging, module)
-        _replace_dir(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     prefix = f"{relative}/"
     files = {k: v for k, v in manifest.get("files", {}).items() if not k.startswith(prefix)}
     files.update({str(p.relative_to(path)): sha256_file(p) for p in sorted(target.rglob("*")) if p.is_file()})

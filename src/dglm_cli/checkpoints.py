@@ -9,14 +9,13 @@ Like bundles, checkpoints hold only safetensors and JSON.
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from dglm_cli.bundle import read_json, read_tensors, write_json, write_tensors
 from dglm_cli.errors import BundleError
+from dglm_cli.files import read_json, read_tensors, staged_dir, write_json, write_tensors
 
 KEEP = 2  # checkpoint directories kept
 
@@ -34,22 +33,18 @@ class Checkpoint:
 
 def save_checkpoint(run_dir: Path, step: int, weights, ema, optimizer: dict, extra, lm=None) -> Path:
     root = run_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:07d}"
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
-    write_tensors(staging / "weights.safetensors", weights)
-    write_tensors(staging / "ema.safetensors", ema)
-    tensors, structure = flatten_optimizer_state(optimizer)
-    write_tensors(staging / "optimizer.safetensors", tensors)
-    write_json(staging / "optimizer.json", structure)
-    write_tensors(staging / "extra.safetensors", extra or {"none": torch.zeros(0)})
-    if lm is not None:
-        write_tensors(staging / "lm.safetensors", lm)
-    _fsync_dir(staging)
     final = root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
+    with staged_dir(final) as staging:
+        write_tensors(staging / "weights.safetensors", weights)
+        write_tensors(staging / "ema.safetensors", ema)
+        tensors, structure = flatten_optimizer_state(optimizer)
+        write_tensors(staging / "optimizer.safetensors", tensors)
+        write_json(staging / "optimizer.json", structure)
+        write_tensors(staging / "extra.safetensors", extra or {"none": torch.zeros(0)})
+        if lm is not None:
+            write_tensors(staging / "lm.safetensors", lm)
+        _fsync_dir(staging)
     write_json(root / "latest.json", {"step": step, "dir": name})
     _prune(root, keep={name})
     return final

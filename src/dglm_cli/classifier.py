@@ -10,18 +10,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dglm_cli.assets import EncoderRef
+
 
 @dataclass
 class ClassifierConfig:
     labels: list[str]
     embedding_dim: int
-    encoder: dict = field(default_factory=dict)  # reference of the encoder whose embeddings it reads
+    encoder: dict = field(default_factory=dict)  # the encoder whose embeddings it reads, as stored: see encoder_ref
     metrics: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)  # data fingerprint, created_at, training settings
 
     def __post_init__(self):
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise ValueError(f"a classifier needs at least two distinct labels, got {self.labels}")
+
+    @property
+    def encoder_ref(self) -> EncoderRef:
+        """`encoder` read as a typed reference (the stored dict keeps the bundle format unchanged)."""
+        return EncoderRef.from_dict(self.encoder)
 
 
 class LinearClassifier(nn.Module):

@@ -1,4 +1,4 @@
-"""Saved classifiers under DGLM_HOME/classifiers/<name>/ (config.json + model.safetensors, via bundle.py).
+"""Saved classifiers under DGLM_HOME/classifiers/<name>/ (config.json + model.safetensors, via loaders.py).
 
 Each label of a saved classifier is an attribute for `dglm generate --attr`, usable with any bundle
 whose encoder is the one the classifier was trained on (compared by encoder identity).
@@ -6,23 +6,15 @@ whose encoder is the one the classifier was trained on (compared by encoder iden
 
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from dglm_cli.bundle import (
-    CONFIG,
-    Bundle,
-    add_classifier,
-    bundle_encoder_config,
-    encoder_identity,
-    find_bundle,
-    load_classifier,
-    read_json,
-    save_classifier,
-)
+from dglm_cli.assets import EncoderRef
+from dglm_cli.bundle import Bundle, add_classifier, bundle_encoder_config, encoder_identity, find_bundle
 from dglm_cli.classifier import LinearClassifier
 from dglm_cli.errors import BundleError, InputError
+from dglm_cli.files import read_json, staged_dir
+from dglm_cli.loaders import CONFIG, load_classifier, save_classifier
 from dglm_cli.paths import dglm_home
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -39,8 +31,12 @@ class SavedClassifier:
         return self.config.get("labels", [])
 
     @property
+    def encoder(self) -> EncoderRef:
+        return EncoderRef.from_dict(self.config.get("encoder"))
+
+    @property
     def encoder_identity(self) -> str | None:
-        return self.config.get("encoder", {}).get("identity")
+        return self.encoder.identity
 
 
 def store_dir() -> Path:
@@ -67,15 +63,8 @@ def save(name: str, classifier: LinearClassifier, force: bool = False) -> Path:
     """Write into a temporary sibling directory, then rename it into place."""
     check_free(name, force)
     target = store_dir() / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
-    try:
+    with staged_dir(target) as staging:
         save_classifier(staging, classifier)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 
@@ -122,7 +111,7 @@ def incompatibility(saved: SavedClassifier, bundle_identity: str, bundle_path: P
     """Why `saved` cannot read a bundle's embeddings, or None if it can."""
     if saved.encoder_identity == bundle_identity:
         return None
-    trained_on = saved.config.get("encoder", {}).get("description") or saved.encoder_identity or "an unknown encoder"
+    trained_on = saved.encoder.description or saved.encoder_identity or "an unknown encoder"
     return (
         f"classifier {saved.name!r} was trained on encoder {trained_on} ({saved.encoder_identity}), but bundle "
         f"{bundle_path.name} uses {bundle_identity}; retrain it with `dglm train-classifier DATA --bundle {bundle_path}`"

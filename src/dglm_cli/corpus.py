@@ -15,18 +15,16 @@
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from dglm_cli.encoder import LatentStats, SentenceEncoder
 from dglm_cli.errors import InputError
+from dglm_cli.files import read_json, read_tensors, staged_dir, write_json, write_tensors
+from dglm_cli.loaders import load_stats, save_stats
 from dglm_cli.records import json_object, read_lines
 
 SHARD_ROWS = 50_000
@@ -191,32 +189,24 @@ def corpus_key(documents: list[Document], tokenizer_id: str, encoder_id: str, co
 
 def save_corpus(directory: Path, corpus: LatentCorpus, info: dict) -> None:
     """Write into a temporary sibling directory, then rename: a cache is complete or absent."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with staged_dir(directory) as staging:
         tokens = _flatten_ids("prefix", corpus.prefix_ids) | _flatten_ids("continuation", corpus.continuation_ids)
         if corpus.teacher_prefix_ids is not None:
             tokens |= _flatten_ids("teacher_prefix", corpus.teacher_prefix_ids)
-        save_file(tokens, str(staging / "tokens.safetensors"))
+        write_tensors(staging / "tokens.safetensors", tokens)
         for shard, start in enumerate(range(0, len(corpus), SHARD_ROWS)):
             rows = slice(start, start + SHARD_ROWS)
-            tensors = {"prefix": corpus.prefix_embeddings[rows].contiguous(), "continuation": corpus.continuation_embeddings[rows].contiguous()}
-            save_file(tensors, str(staging / f"embeddings-{shard:05d}.safetensors"))
-        save_file({"mean": corpus.stats.mean, "std": corpus.stats.std}, str(staging / "latent_stats.safetensors"))
+            tensors = {"prefix": corpus.prefix_embeddings[rows], "continuation": corpus.continuation_embeddings[rows]}
+            write_tensors(staging / f"embeddings-{shard:05d}.safetensors", tensors)
+        save_stats(staging / "latent_stats.safetensors", corpus.stats)
         meta = {"format": FORMAT, "examples": len(corpus), "n_val": corpus.n_val, "contexts": corpus.teacher_prefix_ids is not None, **info}
-        (staging / "corpus.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        write_json(staging / "corpus.json", meta)
 
 
 def load_corpus(directory: Path) -> LatentCorpus:
-    meta = json.loads((directory / "corpus.json").read_text(encoding="utf-8"))
-    tokens = load_file(str(directory / "tokens.safetensors"))
-    shards = [load_file(str(p)) for p in sorted(directory.glob("embeddings-*.safetensors"))]
+    meta = read_json(directory / "corpus.json")
+    tokens = read_tensors(directory / "tokens.safetensors")
+    shards = [read_tensors(p) for p in sorted(directory.glob("embeddings-*.safetensors"))]
     return LatentCorpus(
         _unflatten_ids("prefix", tokens),
         _unflatten_ids("continuation", tokens),
@@ -229,8 +219,7 @@ def load_corpus(directory: Path) -> LatentCorpus:
 
 
 def load_corpus_stats(directory: Path) -> LatentStats:
-    stats = load_file(str(directory / "latent_stats.safetensors"))
-    return LatentStats(stats["mean"], stats["std"])
+    return load_stats(directory / "latent_stats.safetensors")
 
 
 def _flatten_ids(name: str, rows: list[list[int]]) -> dict[str, torch.Tensor]:

@@ -8,7 +8,6 @@ checks the sha256 of the sdist, of the inner archive and of each extracted file,
 
 import hashlib
 import io
-import os
 import random
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dglm_cli.errors import AssetError, InputError
+from dglm_cli.files import write_bytes
 from dglm_cli.paths import dglm_home
 
 VADER_REQUIREMENT = "vadersentiment==3.3.2"
@@ -83,7 +83,7 @@ def _extract_ground_truth(directory: Path) -> None:
         for name, digest in VADER_FILES.values():
             data = inner.extractfile(f"hutto_ICWSM_2014/{name}").read()
             _check_sha256(data, digest, name)
-            _write_atomically(directory / name, data)
+            write_bytes(directory / name, data)
 
 
 def _download_sdist(directory: Path) -> Path:
@@ -100,9 +100,3 @@ def _check_sha256(data: bytes, expected: str, what: str) -> None:
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise AssetError(f"sha256 mismatch for {what}: expected {expected}, got {actual}")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-        f.write(data)
-    os.replace(f.name, path)

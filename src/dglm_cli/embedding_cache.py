@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from dglm_cli.bundle import read_json, read_tensors, write_json, write_tensors
 from dglm_cli.encoder import SentenceEncoder
 from dglm_cli.errors import InputError
+from dglm_cli.files import read_json, read_tensors, write_json, write_tensors
 from dglm_cli.paths import dglm_home
 
 SHARD_ROWS = 2048  # texts encoded between two shard writes (what an interrupted run keeps)

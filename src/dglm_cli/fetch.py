@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from dglm_cli import assets
 from dglm_cli.errors import AssetError, InputError
-from dglm_cli.files import first_line, hash_file, sha256_file
-from dglm_cli.paths import dglm_home
+from dglm_cli.files import first_line, hash_file, sha256_file, write_json
+from dglm_cli.paths import dglm_home, package_dir
 
 ProgressCallback = Callable[[str, float, float | None], None]
 
@@ -45,7 +46,6 @@ PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.j
 SOURCE_CHOICES = ("auto", "hub", "pypi")
 CONVERTED_MARKER = "dglm_source.json"
 STALE_WORK_DIR_SECONDS = 3600
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(frozen=True)
@@ -165,8 +165,8 @@ def parse_target(target: str) -> NamedAsset:
     """A registry name, or an ad-hoc asset for a Hub id `org/name[@revision]`."""
     if target in REGISTRY:
         return REGISTRY[target]
-    repo_id, _, revision = target.partition("@")
-    if HUB_ID.match(repo_id) and (revision or "@" not in target):
+    if hub := assets.split_hub_id(target):
+        repo_id, revision = hub
         return NamedAsset(target, "model", (HubSource(repo_id, revision or "main"),))
     raise InputError(
         f"unknown asset {target!r}: give a Hub repo id org/name[@revision] or one of {', '.join(REGISTRY)}"
@@ -228,6 +228,15 @@ def fetch(
     else:
         path = _convert_wheel(asset, chosen, report)
     return Fetched(asset.name, chosen.describe(), path, downloaded=True)
+
+
+def resolve(reference: dict, base: Path | None = None) -> tuple[str, str | None]:
+    """(name_or_path, revision) to hand to a from_pretrained-style loader: a named asset is looked up
+    in the cache, and fetched if the application allowed downloads (assets.allow_downloads)."""
+    if assets.check_kind(reference) != "named":
+        return assets.resolve_local(reference, base)
+    download, progress = assets.download_policy()
+    return str(resolve_named(reference["name"], download=download, progress=progress)), None
 
 
 def resolve_named(name: str, *, download: bool, progress: ProgressCallback | None = None) -> Path:
@@ -515,8 +524,6 @@ def _tqdm_reporting_to(report: ProgressCallback, stage: str):
 
 
 def _package_path(source: PackageSource) -> Path:
-    from dglm_cli.assets import package_dir
-
     path = package_dir(source.package) / source.subpath
     if not path.exists():
         raise AssetError(f"{path} is missing from the installed package {source.package}; reinstall it")
@@ -610,8 +617,6 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from dglm_cli.bundle import save_lm
-
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except ImportError as error:
@@ -623,14 +628,13 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     plain = type(quantized)(config)
     plain.load_state_dict(quantized.state_dict(), strict=True)
     try:
-        save_lm(out, plain.eval(), tokenizer)
+        plain.eval().save_pretrained(out)
+        tokenizer.save_pretrained(out)
     except Exception as error:  # OSError (disk full) or safetensors' own I/O error
         raise AssetError(f"cannot write the converted model under {out.parent.parent}: {first_line(error)}") from None
 
 
 def _write_marker(directory: Path, source: WheelSource, gguf: Path) -> None:
-    from dglm_cli.bundle import write_json
-
     write_json(directory / CONVERTED_MARKER, {
         "source": source.describe(),
         "requirement": source.requirement,

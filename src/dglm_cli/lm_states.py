@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from dglm_cli.bundle import read_json, read_tensors, write_json, write_tensors
 from dglm_cli.corpus import LatentCorpus
 from dglm_cli.decoder import SoftPromptDecoder
 from dglm_cli.errors import InputError
+from dglm_cli.files import read_json, read_tensors, write_json, write_tensors
 
 FORMAT = 1
 SHARD_EXAMPLES = 1024
@@ -84,7 +84,7 @@ def cache_states(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write the states of every corpus row, skipping the shards already there; `soft_prompts(rows) -> (B, k, E)`."""
-    from dglm_cli.training import cpu_has_native_bf16, describe_cpu
+    from dglm_cli.devices import cpu_has_native_bf16, describe_cpu
 
     if (directory / STATES_FILE).exists():
         return directory

@@ -1,7 +1,10 @@
-"""Where dglm keeps its own files (classifiers, converted decoders, caches)."""
+"""Where dglm keeps its own files (classifiers, converted decoders, caches), and where installed packages are."""
 
+import importlib.util
 import os
 from pathlib import Path
+
+from dglm_cli.errors import AssetError
 
 
 def dglm_home() -> Path:
@@ -11,3 +14,11 @@ def dglm_home() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("dglm", appauthor=False))
+
+
+def package_dir(package: str) -> Path:
+    """The directory of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise AssetError(f"the Python package {package!r} is not installed (pip install {package.replace('_', '-')})")
+    return Path(list(spec.submodule_search_locations)[0])

@@ -10,10 +10,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from dglm_cli import __version__, assets
+from dglm_cli import assets
+from dglm_cli._version import __version__
 from dglm_cli.attributes import AttributeSpec, resolve
 from dglm_cli.bundle import Bundle, load_bundle
 from dglm_cli.classifier_store import guidance_classifiers
+from dglm_cli.devices import resolve_device
 from dglm_cli.errors import InputError
 from dglm_cli.guidance import AGGREGATES, GRADIENTS, AttributeTarget, classifier_guidance
 from dglm_cli.records import Prompt
@@ -75,17 +77,6 @@ class RecordPlan:
     prompt: Prompt
     sample: int
     seed: int
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
 
 
 class Pipeline:

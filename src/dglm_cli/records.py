@@ -18,10 +18,19 @@ class Prompt:
 
 def open_text(path: str | Path) -> IO[str]:
     """A text stream for a path, or stdin for '-'."""
+    return _open_input(path, binary=False)
+
+
+def open_binary(path: str | Path) -> IO[bytes]:
+    """A binary stream for a path, or stdin's for '-' (for readers that decode line by line)."""
+    return _open_input(path, binary=True)
+
+
+def _open_input(path: str | Path, binary: bool):
     if str(path) == "-":
-        return sys.stdin
+        return sys.stdin.buffer if binary else sys.stdin
     try:
-        return open(path, encoding="utf-8")
+        return open(path, "rb") if binary else open(path, encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"file not found: {path}") from None
     except IsADirectoryError:

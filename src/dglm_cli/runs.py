@@ -12,14 +12,17 @@ from pathlib import Path
 import torch
 
 from dglm_cli import assets
-from dglm_cli.bundle import CONFIG, find_bundle, read_json, save_bundle, write_json
+from dglm_cli.bundle import find_bundle, save_bundle
 from dglm_cli.checkpoints import load_checkpoint
 from dglm_cli.config import config_from_dict
 from dglm_cli.corpus import load_corpus_stats
 from dglm_cli.decoder import DecoderConfig, SoftPromptDecoder
 from dglm_cli.denoiser import Denoiser, DenoiserConfig
+from dglm_cli.devices import default_device
 from dglm_cli.encoder import EncoderConfig
 from dglm_cli.errors import BundleError, InputError
+from dglm_cli.files import read_json, write_json
+from dglm_cli.loaders import CONFIG, load_encoder_reference, load_lm, load_tokenizer
 from dglm_cli.prompt_generator import PromptGenerator, PromptGeneratorConfig
 from dglm_cli.training import TrainConfig
 
@@ -202,8 +205,6 @@ def _decoder_part(run_dir: Path, spec: RunSpec, lm_dim: int, device: str):
     """(fine-tuned (model, tokenizer) or None, adapter tensors or None, decoder config, directories to copy in)."""
     checkpoint = load_checkpoint(run_dir)
     if spec.train_config.train_lm:
-        from dglm_cli.bundle import load_lm
-
         model, tokenizer = load_lm(spec.decoder, None, device)
         model.load_state_dict(checkpoint.lm)
         return (model, tokenizer), None, DecoderConfig({"kind": "embedded", "path": "decoder/lm"}, lm_dim, fine_tuned=True), {}
@@ -229,7 +230,6 @@ def cached_corpus(corpus_path, encoder_ref: dict, decoder_ref: dict, config, on_
     """(directory, embedding dim, built now) of the encoded corpus for these documents and models."""
     import time
 
-    from dglm_cli.bundle import load_encoder_reference, load_tokenizer
     from dglm_cli.corpus import (
         build_corpus,
         corpus_key,
@@ -255,8 +255,6 @@ def cached_corpus(corpus_path, encoder_ref: dict, decoder_ref: dict, config, on_
 
 def load_training_decoder(decoder_ref: dict) -> SoftPromptDecoder:
     """The decoder a prompt-generator run trains through; its config's width is read from the model."""
-    from dglm_cli.bundle import load_lm
-
     model, tokenizer = load_lm(decoder_ref, None, default_device())
     return SoftPromptDecoder(model, tokenizer, DecoderConfig(decoder_ref, model.get_input_embeddings().embedding_dim))
 
@@ -279,6 +277,3 @@ def build_trainer(run_dir: Path, spec: RunSpec, decoder: SoftPromptDecoder | Non
     decoder = decoder or load_training_decoder(spec.decoder)
     return DecoderTrainer(run_dir, PromptGenerator(spec.model_config()), decoder, corpus, spec.train_config)
 
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -33,33 +33,25 @@ from typing import IO, Protocol
 import torch
 import torch.nn.functional as F
 
-from dglm_cli import __version__, assets, metrics
-from dglm_cli.bundle import (
-    CONFIG,
-    MANIFEST,
-    WEIGHTS,
-    find_bundle,
-    load_classifier,
-    load_encoder,
-    load_lm,
-    read_json,
-    sha256_file,
-)
+from dglm_cli import assets, metrics
+from dglm_cli._version import __version__
+from dglm_cli.bundle import MANIFEST, find_bundle
 from dglm_cli.classifier import LinearClassifier
+from dglm_cli.classifier_store import store_dir
+from dglm_cli.decoder import IGNORE_INDEX
 from dglm_cli.encoder import EncoderConfig, SentenceEncoder
 from dglm_cli.errors import AssetError, BundleError, InputError
-from dglm_cli.files import first_line
-from dglm_cli.paths import dglm_home
+from dglm_cli.files import read_json, sha256_file
+from dglm_cli.loaders import CONFIG, WEIGHTS, load_classifier, load_encoder, load_lm, load_text_classifier
 from dglm_cli.records import json_object
 
 TEXT_FIELD = "continuation"
 PROMPT_FIELD = "prompt"
-DEFAULT_PPL_MODEL = {"kind": "named", "name": "smollm2-135m"}
+DEFAULT_PPL_MODEL = assets.DEFAULT_DECODER
 VADER_THRESHOLD = 0.05
 MAX_DISAGREEMENT = 0.25  # warn when guide and an independent scorer disagree on more than this share
 DISTINCT_NS = (1, 2, 3)
 EMPTY = "empty_continuation"
-IGNORE_INDEX = -100
 _MISSING = object()
 
 
@@ -221,10 +213,7 @@ def ppl_reference(value: str | None) -> dict:
     """--ppl-model: a local directory, else a Hub id; nothing means the default decoder."""
     if value is None:
         return DEFAULT_PPL_MODEL
-    path = Path(value).expanduser()
-    if path.exists() or value.startswith(("/", ".", "~")):
-        return {"kind": "path", "path": str(path.resolve())}
-    return {"kind": "hub", "id": value}
+    return assets.parse_reference(value, kinds=("path", "hub"), what="--ppl-model", bare="hub")
 
 
 def load_perplexity_scorer(reference: dict, device, batch_size: int = 16) -> PerplexityScorer:
@@ -367,13 +356,7 @@ def load_hf_scorer(spec: str, device, batch_size: int = 16) -> HFScorer:
     target = spec.removeprefix("hf:")
     if not spec.startswith("hf:") or not target:
         raise InputError(f"unknown scorer {spec!r}; use hf:PATH_OR_ID (VADER is always on)")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(target)
-        model = AutoModelForSequenceClassification.from_pretrained(target)
-    except (OSError, ValueError, KeyError) as error:
-        raise AssetError(f"cannot load scorer {spec}: {first_line(error)}") from None
+    model, tokenizer = load_text_classifier(target, f"scorer {spec}")
     architectures = model.config.architectures or []
     if not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise AssetError(f"scorer {spec} is not a text-classification model (architectures: {', '.join(architectures) or 'unknown'})")
@@ -396,7 +379,7 @@ def classifier_dir(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
     if (path / CONFIG).is_file():
         return path
-    store = dglm_home() / "classifiers"
+    store = store_dir()
     if "/" not in name_or_path and (store / name_or_path / CONFIG).is_file():
         return store / name_or_path
     saved = sorted(d.name for d in store.glob("*") if (d / CONFIG).is_file()) if store.is_dir() else []

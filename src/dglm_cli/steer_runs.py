@@ -18,23 +18,15 @@ from pathlib import Path
 import torch
 
 from dglm_cli import assets
-from dglm_cli.bundle import (
-    CONFIG,
-    Bundle,
-    add_steer,
-    find_bundle,
-    load_bundle,
-    read_json,
-    read_manifest,
-    write_json,
-    write_model_card,
-)
+from dglm_cli.bundle import Bundle, add_steer, find_bundle, load_bundle, read_manifest, write_model_card
 from dglm_cli.checkpoints import load_checkpoint
 from dglm_cli.config import config_from_dict
 from dglm_cli.corpus import CorpusConfig, LatentCorpus, load_corpus
 from dglm_cli.decoder import DecoderConfig
 from dglm_cli.errors import BundleError, InputError
+from dglm_cli.files import read_json, write_json
 from dglm_cli.lm_states import StateCacheConfig, cache_states, load_states, states_key
+from dglm_cli.loaders import CONFIG
 from dglm_cli.rng import RecordRNG
 from dglm_cli.runs import RUN_FILE, bundle_references, cached_corpus, default_device, last_metrics
 from dglm_cli.schedule import diffuse

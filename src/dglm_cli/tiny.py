@@ -15,6 +15,7 @@ from dglm_cli.classifier import ClassifierConfig, LinearClassifier
 from dglm_cli.decoder import DecoderConfig
 from dglm_cli.denoiser import Denoiser, DenoiserConfig
 from dglm_cli.encoder import EncoderConfig, LatentStats
+from dglm_cli.loaders import save_lm
 from dglm_cli.prompt_generator import PromptGenerator, PromptGeneratorConfig
 
 SENTENCES = [
@@ -84,9 +85,7 @@ ENCODER_FAMILIES = ("bert", "t5")
 
 def save_tiny_lm(directory: Path, family: str = "gpt2", seed: int = 0) -> Path:
     """A tiny causal LM and its tokenizer saved as a Hugging Face model directory."""
-    model, tokenizer = tiny_lm(family, seed)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    save_lm(Path(directory), *tiny_lm(family, seed))
     return Path(directory)
 
 

@@ -43,7 +43,7 @@ def train_classifier(
     """
     from dglm_cli import classifier_store
     from dglm_cli.classifier_training import TrainingSettings, encoder_source, train_classifier
-    from dglm_cli.pipeline import resolve_device
+    from dglm_cli.devices import resolve_device
     from dglm_cli.tabular import read_labeled
 
     settings = TrainingSettings(C=C, balanced=balanced, test_size=test_size, seed=seed)
@@ -87,7 +87,7 @@ def _summary(name: str, path: Path, report, seconds: float) -> dict:
         "name": name,
         "path": str(path),
         "labels": config.labels,
-        "encoder": config.encoder["description"],
+        "encoder": config.encoder_ref.description,
         "C": config.info["C"],
         "rows": report.rows,
         "encoded": report.encoded,
@@ -178,12 +178,12 @@ def show(
         typer.echo(json.dumps({"name": saved.name, "path": str(saved.path), **saved.config}, indent=2, ensure_ascii=False))
         return
     config, info = saved.config, saved.config.get("info", {})
-    encoder = config.get("encoder", {})
+    encoder = saved.encoder
     data = info.get("data", {})
     lines = [
         f"classifier  {saved.name}  ({saved.path})",
         f"labels      {', '.join(saved.labels)}",
-        f"encoder     {encoder.get('description', '?')}  [{encoder.get('identity', '?')}]",
+        f"encoder     {encoder.description or '?'}  [{encoder.identity or '?'}]",
         f"data        {data.get('source', '?')} ({data.get('format', '?')}, text={data.get('text_col', '?')}, label={data.get('label_col', '?')}), sha256 {info.get('data_sha256', '?')[:16]}",
         f"rows        {json.dumps(info.get('rows', {}))}",
         f"C           {info.get('C', '?')}",

