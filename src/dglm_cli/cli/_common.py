@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: the stderr console, one-line errors, quiet HF libraries, progress bars."""
+"""Shared CLI plumbing: the stderr console, one-line errors, quiet HF libraries, progress bars, the --bundle name."""
 
 import functools
 import os
@@ -11,6 +11,7 @@ from rich.console import Console
 from dglm_cli.errors import DGLMError
 
 stderr = Console(stderr=True, highlight=False)
+DEFAULT_BUNDLE = "default"
 
 
 def user_errors(function: Callable) -> Callable:
@@ -64,3 +65,18 @@ def progress(quiet: bool):
         disable=quiet,
         transient=False,
     )
+
+
+def bundle_name(name: str) -> str:
+    """--bundle as given, or the installed default bundle's path (one line saying how to make one if there is none)."""
+    from dglm_cli.bundle import find_bundle
+    from dglm_cli.errors import BundleError
+
+    if name != DEFAULT_BUNDLE:
+        return name
+    try:
+        return str(find_bundle(DEFAULT_BUNDLE))
+    except BundleError:
+        raise BundleError(
+            "no default bundle is installed yet; make one with `dglm bundle tiny DIR` and pass --bundle DIR"
+        ) from None

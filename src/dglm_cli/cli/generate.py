@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from dglm_cli.cli._common import progress, quiet_libraries, stderr, user_errors
+from dglm_cli.cli._common import DEFAULT_BUNDLE, bundle_name, progress, quiet_libraries, stderr, user_errors
 from dglm_cli.cli._options import (
     PROMPTS_FILE_HELP,
     BundleName,
@@ -23,8 +23,6 @@ from dglm_cli.cli._options import (
     Steps,
     TopP,
 )
-
-DEFAULT_BUNDLE = "default"
 
 
 @user_errors
@@ -90,7 +88,7 @@ def generate(
     started = time.perf_counter()
     with assets.downloads_allowed(stage_lines(quiet)):
         with stderr.status("loading bundle", spinner="dots") if not quiet else nullcontext():
-            pipeline = Pipeline.from_bundle(_bundle_name(bundle), device)
+            pipeline = Pipeline.from_bundle(bundle_name(bundle), device)
     bar = progress(quiet)
     task = bar.add_task("generating", total=len(items) * num_samples)
     stream = pipeline.generate(items, attr, avoid, settings, skip, lambda n: bar.advance(task, n))
@@ -107,17 +105,3 @@ def generate(
         already = len(items) * num_samples - written
         skipped = f", {already} already in {output}" if already else ""
         stderr.print(f"{written} records in {time.perf_counter() - started:.1f} s{skipped}")
-
-
-def _bundle_name(name: str) -> str:
-    from dglm_cli.bundle import find_bundle
-    from dglm_cli.errors import BundleError
-
-    if name != DEFAULT_BUNDLE:
-        return name
-    try:
-        return str(find_bundle(DEFAULT_BUNDLE))
-    except BundleError:
-        raise BundleError(
-            "no default bundle is installed yet; make one with `dglm bundle tiny DIR` and pass --bundle DIR"
-        ) from None

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from dglm_cli.cli._common import progress, quiet_libraries, stderr, user_errors
+from dglm_cli.cli._common import bundle_name, progress, quiet_libraries, stderr, user_errors
 from dglm_cli.cli._options import Device, MaxDisagreement, PplModel, Quiet
 
 
@@ -84,10 +84,8 @@ def _load_scorers(scoring, ppl_model, no_ppl, classifiers, bundle, specs, device
     encoders = scoring.EncoderCache(device)
     labelers = [scoring.load_classifier_scorer(name, encoders) for name in classifiers]
     if bundle:
-        from dglm_cli.cli.generate import _bundle_name
-
         known = {s.name for s in labelers}
-        labelers += [s for s in scoring.bundle_classifier_scorers(_bundle_name(bundle), encoders) if s.name not in known]
+        labelers += [s for s in scoring.bundle_classifier_scorers(bundle_name(bundle), encoders) if s.name not in known]
     labelers.append(scoring.VaderScorer())
     labelers += [scoring.load_hf_scorer(spec, device, batch_size) for spec in specs]
     perplexity = None if no_ppl else scoring.load_perplexity_scorer(scoring.ppl_reference(ppl_model), device, batch_size)

@@ -1,16 +1,12 @@
-"""`dglm sweep`: generate and score at several guidance scales; a CSV, a plot and a table of the trade-off."""
+"""`dglm sweep`: options, the table and the paths; the sweep itself is dglm_cli.sweep."""
 
-import csv
-import json
-import time
 from contextlib import nullcontext
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from dglm_cli.cli._common import progress, quiet_libraries, stderr, user_errors
+from dglm_cli.cli._common import bundle_name, progress, quiet_libraries, stderr, user_errors
 from dglm_cli.cli._options import (
     PROMPTS_FILE_HELP,
     BundleName,
@@ -27,11 +23,6 @@ from dglm_cli.cli._options import (
     Steps,
     TopP,
 )
-
-CSV_COLUMNS = [
-    "scale", "steer", "records", "empty", "judge", "rate", "rate_low", "rate_high", "guide_rate", "guide_low", "guide_high",
-    "agreement", "ppl_mean", "ppl_median", "distinct_1", "distinct_2", "distinct_3", "repetition", "mean_length", "seconds",
-]
 
 
 @user_errors
@@ -79,8 +70,7 @@ def sweep(
     if not 0 <= max_disagreement <= 1:
         raise InputError("--max-disagreement must be between 0 and 1")
     quiet_libraries()
-    from dglm_cli import scoring
-    from dglm_cli.cli.generate import _bundle_name
+    from dglm_cli import sweep as sweeps
     from dglm_cli.pipeline import GenerationSettings, Pipeline
     from dglm_cli.records import read_prompts
 
@@ -89,37 +79,20 @@ def sweep(
         num_samples=num_samples, steps=steps, sampler=sampler, cfg=cfg, decoder_cfg=decoder_cfg, mc_samples=mc_samples,
         max_new_tokens=max_new_tokens, top_p=top_p, seed=seed, batch_size=batch_size,
     )
-    points = [replace(base, guidance_scale=scale, steer=strength) for strength in steer_list for scale in scale_list]
-    for point in points:
-        point.validate()
+    grid = sweeps.grid(base, scale_list, steer_list)
     with stderr.status("loading bundle and scorers", spinner="dots") if not quiet else nullcontext():
-        pipeline = Pipeline.from_bundle(_bundle_name(bundle), device)
-        target = pipeline.targets([attr])[0]  # an unknown attribute fails here, before any work
-        strengths = [pipeline.steer_strength(point) for point in points]  # so does a steer the bundle lacks
-        scorers = _scorers(scoring, pipeline, target, ppl_model, no_ppl, scorer, batch_size)
-    guide = f"clf:{target.name}"
-    judge = _judge(scoring, scorers, judge, guide, target.label)
-    evaluation = scoring.Evaluation("sweep", max_disagreement)  # one group per point
-    seconds = []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with _atomic_text(out_dir / "records.jsonl") as records_file, progress(quiet) as bar:
-        task = bar.add_task("generating", total=len(points) * len(items) * num_samples)
-        for point, strength in zip(points, strengths):
-            started = time.perf_counter()
-            records = list(pipeline.generate(items, [attr], [], point, on_progress=lambda n: bar.advance(task, n)))
-            seconds.append(time.perf_counter() - started)
-            for record in records:
-                record["sweep"] = {"scale": point.guidance_scale, "steer": strength}
-            batch = [scoring.Item(i, r, r["prompt"], r["continuation"]) for i, r in enumerate(records, 1)]
-            scoring.run(batch, scorers, evaluation, batch_size, lambda r: records_file.write(json.dumps(r, ensure_ascii=False) + "\n"))
-    summary = evaluation.summary(scorers.info(), scorers.labelers, attribute=f"{target.name}:{target.label}", judge=judge, settings=vars(base))
-    rows = [_row(group["key"], group, judge, guide, target.label, took) for group, took in zip(summary["groups"], seconds)]
-    _write_outputs(out_dir, rows, summary, f"{target.name}:{target.label}", judge)
-    stderr.print(_table(rows, f"{target.name}:{target.label}", judge))
-    for warning in summary["warnings"]:
+        pipeline = Pipeline.from_bundle(bundle_name(bundle), device)
+        prepared = sweeps.prepare(pipeline, attr, grid, ppl_model, no_ppl, scorer, judge)
+    if prepared.judge_warning:
+        stderr.print(f"warning: {prepared.judge_warning}", style="yellow", markup=False)
+    with progress(quiet) as bar:
+        task = bar.add_task("generating", total=len(grid.points) * len(items) * num_samples)
+        result = prepared.run(items, out_dir, max_disagreement, on_progress=lambda n: bar.advance(task, n))
+    stderr.print(_table(result.rows, prepared.attribute, prepared.judge))
+    for warning in result.summary["warnings"]:
         stderr.print(f"warning: {warning}", style="yellow", markup=False)
-    typer.echo(str(out_dir / "sweep.csv"))
-    typer.echo(str(out_dir / "sweep.png"))
+    typer.echo(str(result.csv))
+    typer.echo(str(result.plot))
 
 
 def _parse_scales(text: str) -> list[float]:
@@ -141,102 +114,6 @@ def _parse_numbers(text: str, option: str) -> list[float]:
     return list(dict.fromkeys(values))
 
 
-def _scorers(scoring, pipeline, target, ppl_model, no_ppl, specs, batch_size):
-    """Perplexity, the guiding classifier and the bundle's others, any Hugging Face scorers, VADER."""
-    bundle = pipeline.bundle
-    perplexity = None if no_ppl else scoring.load_perplexity_scorer(scoring.ppl_reference(ppl_model), pipeline.device, batch_size)
-    classifiers = {**bundle.classifiers, target.name: target.classifier}
-    hashes = bundle.manifest.get("files", {})
-    guides = [
-        scoring.ClassifierScorer(name, c, bundle.encoder, f"{bundle.path}/classifiers/{name}", hashes.get(f"classifiers/{name}/model.safetensors"))
-        for name, c in classifiers.items()
-    ]
-    hf = [scoring.load_hf_scorer(spec, pipeline.device, batch_size) for spec in specs]
-    return scoring.Scoring(perplexity, [*guides, *hf, scoring.VaderScorer()])
-
-
-def _judge(scoring, scorers, requested: str | None, guide: str, label: str) -> str:
-    """The scorer that decides the plotted attribute rate: independent of the guidance when possible."""
-    from dglm_cli.errors import InputError
-
-    names = [s.name for s in scorers.labelers]
-    if requested is not None:
-        chosen = next((s for s in scorers.labelers if s.name == requested), None)
-        if chosen is None:
-            raise InputError(f"--judge {requested!r} is not one of the scorers: {', '.join(names)}")
-        if not scoring.matching_label(chosen.labels, label):
-            raise InputError(f"--judge {requested} has no label {label!r} (its labels: {', '.join(chosen.labels)})")
-        return requested
-    for s in scorers.labelers:
-        if s.independent and scoring.matching_label(s.labels, label):
-            return s.name
-    stderr.print(f"warning: no independent scorer knows the label {label!r}; the rate is judged by the guiding classifier itself", style="yellow", markup=False)
-    return guide
-
-
-def _row(point: dict, group: dict, judge: str, guide: str, label: str, seconds: float) -> dict:
-    def rate(scorer: str) -> dict:
-        rates = group["attributes"].get(scorer, {})
-        own = next((k for k in rates if k.lower() == label.lower()), None)
-        return rates[own] if own else {"rate": None, "low": None, "high": None}
-
-    judged, guided = rate(judge), rate(guide)
-    agreement = group["agreement"].get(judge, {}).get("share") if judge != guide else None
-    return {
-        "scale": point["scale"], "steer": point["steer"], "records": group["records"], "empty": group["empty"], "judge": judge,
-        "rate": judged["rate"], "rate_low": judged["low"], "rate_high": judged["high"],
-        "guide_rate": guided["rate"], "guide_low": guided["low"], "guide_high": guided["high"], "agreement": agreement,
-        "ppl_mean": group["perplexity"]["mean"], "ppl_median": group["perplexity"]["median"],
-        "distinct_1": group["distinct_1"], "distinct_2": group["distinct_2"], "distinct_3": group["distinct_3"],
-        "repetition": group["repetition"], "mean_length": group["mean_length"], "seconds": round(seconds, 3),
-    }
-
-
-def _write_outputs(out_dir: Path, rows: list[dict], summary: dict, attribute: str, judge: str) -> None:
-    with _atomic_text(out_dir / "sweep.csv") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-    with _atomic_text(out_dir / "summary.json") as f:
-        json.dump({**summary, "rows": rows}, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    plot_tradeoff(rows, out_dir / "sweep.png", attribute, judge, _ppl_model_name(summary))
-
-
-def _ppl_model_name(summary: dict) -> str | None:
-    return next((s.get("model") for s in summary["scorers"] if s["name"] == "perplexity"), None)
-
-
-def plot_tradeoff(rows: list[dict], path: Path, attribute: str, judge: str, ppl_model: str | None) -> None:
-    """Attribute rate (with its 95% interval) against perplexity, one point per scale; s=0 starred."""
-    from matplotlib.figure import Figure
-
-    with_ppl = ppl_model is not None and any(r["ppl_mean"] is not None for r in rows)
-    points = [r for r in rows if r["rate"] is not None and (not with_ppl or r["ppl_mean"] is not None)]
-    xs = [r["ppl_mean"] if with_ppl else r["scale"] for r in points]
-    ys = [r["rate"] for r in points]
-    errors = [[r["rate"] - r["rate_low"] for r in points], [r["rate_high"] - r["rate"] for r in points]]
-    figure = Figure(figsize=(6.4, 4.8), dpi=110)
-    ax = figure.subplots()
-    ax.errorbar(xs, ys, yerr=errors, fmt="o-", color="tab:blue", ecolor="0.6", capsize=3, label="one point per scale (95% CI)")
-    steered = len({r["steer"] for r in points}) > 1
-    for x, y, r in zip(xs, ys, points):
-        ax.annotate(f"s={r['scale']:g}" + (f", steer {r['steer']:g}" if steered else ""), (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
-    unguided = [(x, y) for x, y, r in zip(xs, ys, points) if r["scale"] == 0]
-    if unguided:
-        ax.scatter(*zip(*unguided), marker="*", s=260, color="tab:red", zorder=3, label="unguided (s=0)")
-    ax.set_xlabel(f"perplexity (mean, {ppl_model})" if with_ppl else "guidance scale")
-    ax.set_ylabel(f"rate of {attribute.split(':')[-1]!r} by {judge}")
-    ax.set_ylim(-0.03, 1.03)
-    ax.margins(x=0.1)  # room for the s=… labels
-    ax.set_title(f"dglm sweep: {attribute}", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    figure.tight_layout()
-    with _atomic_binary(path) as f:
-        figure.savefig(f, format="png")
-
-
 def _table(rows: list[dict], attribute: str, judge: str):
     from rich import box
     from rich.table import Table
@@ -256,17 +133,3 @@ def _table(rows: list[dict], attribute: str, judge: str):
 
 def _number(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _atomic_text(path: Path):
-    """A text file written to a temporary sibling and renamed into place on success."""
-    from dglm_cli.files import atomic_file
-
-    return atomic_file(path, "w", encoding="utf-8")
-
-
-def _atomic_binary(path: Path):
-    from dglm_cli.files import atomic_file
-
-    return atomic_file(path, "wb")
-
