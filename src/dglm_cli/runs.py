@@ -1,11 +1,16 @@
 """Run directories for `dglm train-diffusion` / `dglm train-decoder`, and `dglm export` of runs to a bundle.
 
+`open_run` is the workflow of a training command: create a run (references, encoded corpus, model
+config, run.json) or resume one, and build its trainer; `trainer.train(...)` then runs it.
+
 <run>/run.json      kind, encoder and decoder references, corpus cache, model and training configs
 <run>/metrics.jsonl one line per step (train loss, learning rate) and per validation
 <run>/checkpoints/  see dglm_cli.checkpoints
 """
 
 import json
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,7 +20,7 @@ from dglm_cli import assets
 from dglm_cli.bundle import find_bundle, save_bundle
 from dglm_cli.checkpoints import load_checkpoint
 from dglm_cli.config import config_from_dict
-from dglm_cli.corpus import load_corpus_stats
+from dglm_cli.corpus import CorpusConfig, load_corpus_stats
 from dglm_cli.decoder import DecoderConfig, SoftPromptDecoder
 from dglm_cli.denoiser import Denoiser, DenoiserConfig
 from dglm_cli.devices import default_device
@@ -277,3 +282,73 @@ def build_trainer(run_dir: Path, spec: RunSpec, decoder: SoftPromptDecoder | Non
     decoder = decoder or load_training_decoder(spec.decoder)
     return DecoderTrainer(run_dir, PromptGenerator(spec.model_config()), decoder, corpus, spec.train_config)
 
+
+class _SingleProcess:
+    """Stands in for accelerate's PartialState outside `accelerate launch`."""
+
+    is_main_process = True
+
+    @staticmethod
+    def main_process_first():
+        return nullcontext()
+
+
+@dataclass
+class OpenedRun:
+    spec: RunSpec
+    trainer: object  # DiffusionTrainer or DecoderTrainer
+    resumed: bool  # the trainer continues from a checkpoint
+
+
+def open_run(
+    run_dir: Path,
+    kind: str,
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    max_steps: int | None = None,
+    corpus: str | None = None,
+    corpus_config: CorpusConfig | None = None,
+    bundle: str | None = None,
+    encoder: str | dict = assets.DEFAULT_ENCODER,
+    decoder: str | dict = assets.DEFAULT_DECODER,
+    preset: str = "small",
+    init_from: Path | None = None,
+    state=None,
+    encode_corpus: Callable | None = None,
+) -> OpenedRun:
+    """A training run ready to train: created from a corpus, or resumed (then `max_steps` extends it).
+
+    A new run takes its encoder and decoder from `bundle`, else from `encoder` and `decoder` (references,
+    or as typed on the command line); `init_from` starts it from another run's weights. `state` is
+    accelerate's PartialState under `accelerate launch` (only the main process writes). `encode_corpus`
+    (corpus, encoder_ref, decoder_ref, corpus_config) -> (directory, embedding dim) replaces the plain
+    `cached_corpus`, e.g. to show progress.
+    """
+    state = state or _SingleProcess()
+    config.validate()
+    decoder_model = None
+    if resume:
+        with state.main_process_first():  # the main process writes a changed --max-steps first
+            spec = resume_run(run_dir, kind, max_steps if state.is_main_process else None)
+    else:
+        if corpus is None:
+            raise InputError("give a CORPUS file ('-' for stdin), or --resume an existing run")
+        if bundle:
+            encoder_ref, decoder_ref, encoder_dim = bundle_references(bundle)
+        else:
+            encoder_ref = assets.parse_reference(encoder, what="--encoder") if isinstance(encoder, str) else encoder
+            decoder_ref = assets.parse_reference(decoder, what="--decoder") if isinstance(decoder, str) else decoder
+        encode_corpus = encode_corpus or (lambda *args: cached_corpus(*args)[:2])
+        with state.main_process_first():
+            corpus_dir, encoder_dim = encode_corpus(corpus, encoder_ref, decoder_ref, corpus_config or CorpusConfig())
+        decoder_model = load_training_decoder(decoder_ref) if kind == "decoder" else None
+        model = model_config(kind, preset, encoder_dim, *(embedding_shape(decoder_model) if decoder_model else ()))
+        spec = RunSpec(kind, encoder_ref, decoder_ref, encoder_dim, str(corpus_dir), asdict(model), asdict(config))
+        with state.main_process_first():  # only the main process writes run.json; the others read it
+            spec = create_run(run_dir, spec) if state.is_main_process else load_run(run_dir)
+    trainer = build_trainer(run_dir, spec, decoder_model)
+    if init_from and not resume:
+        trainer.initialize_from(init_from)
+    resumed = bool(resume and trainer.resume())
+    return OpenedRun(spec, trainer, resumed)

@@ -157,47 +157,18 @@ def _train(request: TrainRequest) -> None:
 
 
 def _train_in_process(state, r: TrainRequest) -> None:
-    from dataclasses import asdict
+    from dglm_cli.runs import open_run
 
-    from dglm_cli.errors import InputError
-    from dglm_cli.runs import (
-        RunSpec,
-        build_trainer,
-        bundle_references,
-        create_run,
-        embedding_shape,
-        load_run,
-        load_training_decoder,
-        model_config,
-        resume_run,
-    )
-
-    r.config.validate()
+    r.config.validate()  # before the bf16 warning
     _warn_about_emulated_bf16(r.config.precision, r.quiet)
-    decoder = None
-    if r.resume:
-        with state.main_process_first():  # the main process writes a changed --max-steps first
-            spec = resume_run(r.run_dir, r.kind, r.max_steps if state.is_main_process else None)
-    else:
-        if r.corpus is None:
-            raise InputError("give a CORPUS file ('-' for stdin), or --resume an existing run")
-        if r.bundle:
-            encoder_ref, decoder_ref, encoder_dim = bundle_references(r.bundle)
-        else:
-            encoder_ref, decoder_ref = assets.parse_reference(r.encoder, what="--encoder"), assets.parse_reference(r.decoder, what="--decoder")
-        with state.main_process_first():
-            corpus_dir, encoder_dim = _cached_corpus(r.corpus, encoder_ref, decoder_ref, r.corpus_config, r.quiet)
-        decoder = load_training_decoder(decoder_ref) if r.kind == "decoder" else None
-        model = model_config(r.kind, r.preset, encoder_dim, *(embedding_shape(decoder) if decoder else ()))
-        spec = RunSpec(r.kind, encoder_ref, decoder_ref, encoder_dim, str(corpus_dir), asdict(model), asdict(r.config))
-        with state.main_process_first():  # only the main process writes run.json; the others read it
-            spec = create_run(r.run_dir, spec) if state.is_main_process else load_run(r.run_dir)
-    trainer = build_trainer(r.run_dir, spec, decoder)
-    if r.init_from and not r.resume:
-        trainer.initialize_from(r.init_from)
-    if r.resume and trainer.resume() and not r.quiet:
-        stderr.print(f"resumed {r.run_dir} at step {trainer.step}")
-    run_with_progress(trainer, spec.train_config.max_steps, r.budget_minutes, r.quiet)
+    opened = open_run(
+        r.run_dir, r.kind, r.config, resume=r.resume, max_steps=r.max_steps, corpus=r.corpus, corpus_config=r.corpus_config,
+        bundle=r.bundle, encoder=r.encoder, decoder=r.decoder, preset=r.preset, init_from=r.init_from, state=state,
+        encode_corpus=lambda *args: _cached_corpus(*args, r.quiet),
+    )
+    if opened.resumed and not r.quiet:
+        stderr.print(f"resumed {r.run_dir} at step {opened.trainer.step}")
+    run_with_progress(opened.trainer, opened.spec.train_config.max_steps, r.budget_minutes, r.quiet)
 
 
 def _warn_about_emulated_bf16(precision: str, quiet: bool) -> None:
