@@ -1,6 +1,5 @@
 """`dglm score`: perplexity, diversity and attribute scores for generated JSONL, with a group summary."""
 
-import json
 import os
 import sys
 import tempfile
@@ -10,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from dglm_cli import strict_json
 from dglm_cli.cli._common import progress, quiet_libraries, stderr, user_errors
 from dglm_cli.cli._options import Device, MaxDisagreement, PplModel, Quiet
 
@@ -78,7 +78,7 @@ def score(
             raise InputError(f"{file}: no records to score" + (f" ({len(reader.skipped)} bad lines skipped)" if reader.skipped else ""))
     _report(summary, reader.skipped)
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        typer.echo(strict_json.dumps(strict_json.finite(summary), indent=2))
 
 
 def _load_scorers(scoring, ppl_model, no_ppl, classifiers, bundle, specs, device, batch_size):
@@ -102,7 +102,9 @@ def _input(file: str):
     from dglm_cli.errors import InputError
 
     if file == "-":
-        yield sys.stdin.buffer
+        from dglm_cli.records import binary_stdin
+
+        yield binary_stdin()
         return
     try:
         stream = open(file, "rb")
@@ -118,7 +120,7 @@ def _input(file: str):
 def _record_sink(output: Path | None, to_stdout: bool):
     """A function that writes one scored record; a file appears (by rename) only when scoring succeeds."""
     if to_stdout:
-        yield lambda record: (sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n"), sys.stdout.flush())
+        yield lambda record: (sys.stdout.write(strict_json.dumps(strict_json.finite(record)) + "\n"), sys.stdout.flush())
         return
     if output is None:
         yield lambda record: None
@@ -127,7 +129,7 @@ def _record_sink(output: Path | None, to_stdout: bool):
     tmp = tempfile.NamedTemporaryFile("w", dir=output.parent, prefix=f".{output.name}.", suffix=".tmp", delete=False, encoding="utf-8")
     try:
         with tmp:
-            yield lambda record: tmp.write(json.dumps(record, ensure_ascii=False) + "\n")
+            yield lambda record: tmp.write(strict_json.dumps(strict_json.finite(record)) + "\n")
         os.replace(tmp.name, output)
     finally:
         if os.path.exists(tmp.name):

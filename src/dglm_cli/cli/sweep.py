@@ -1,7 +1,6 @@
 """`dglm sweep`: generate and score at several guidance scales; a CSV, a plot and a table of the trade-off."""
 
 import csv
-import json
 import os
 import tempfile
 import time
@@ -12,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from dglm_cli import strict_json
 from dglm_cli.cli._common import progress, quiet_libraries, stderr, user_errors
 from dglm_cli.cli._options import (
     PROMPTS_FILE_HELP,
@@ -101,7 +101,7 @@ def sweep(
             records = list(pipeline.generate(items, [attr], [], replace(base, guidance_scale=scale), on_progress=lambda n: bar.advance(task, n)))
             seconds[scale] = time.perf_counter() - started
             batch = [scoring.Item(i, r, r["prompt"], r["continuation"]) for i, r in enumerate(records, 1)]
-            scoring.run(batch, scorers, evaluation, batch_size, lambda r: records_file.write(json.dumps(r, ensure_ascii=False) + "\n"))
+            scoring.run(batch, scorers, evaluation, batch_size, lambda r: records_file.write(strict_json.dumps(strict_json.finite(r)) + "\n"))
     summary = evaluation.summary(scorers.info(), scorers.labelers, attribute=f"{target.name}:{target.label}", judge=judge, settings=vars(base))
     by_scale = {group["key"]: group for group in summary["groups"]}
     rows = [_row(scale, by_scale[scale], judge, guide, target.label, seconds[scale]) for scale in scale_list]
@@ -115,7 +115,6 @@ def sweep(
 
 def _parse_scales(text: str) -> list[float]:
     from dglm_cli.errors import InputError
-
     try:
         values = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -182,7 +181,7 @@ def _write_outputs(out_dir: Path, rows: list[dict], summary: dict, attribute: st
         writer.writeheader()
         writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
     with _atomic_text(out_dir / "summary.json") as f:
-        json.dump({**summary, "rows": rows}, f, indent=2, ensure_ascii=False)
+        f.write(strict_json.dumps(strict_json.finite({**summary, "rows": rows}), indent=2))
         f.write("\n")
     plot_tradeoff(rows, out_dir / "sweep.png", attribute, judge, _ppl_model_name(summary))
 

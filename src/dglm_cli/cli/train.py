@@ -195,9 +195,19 @@ def _train_in_process(state, r: TrainRequest) -> None:
     trainer = build_trainer(r.run_dir, spec, decoder)
     if r.init_from and not r.resume:
         trainer.initialize_from(r.init_from)
-    if r.resume and trainer.resume() and not r.quiet:
-        stderr.print(f"resumed {r.run_dir} at step {trainer.step}")
+    if r.resume:
+        resume_trainer(trainer, r.run_dir, r.quiet)
     run_with_progress(trainer, spec.train_config.max_steps, r.budget_minutes, r.quiet)
+
+
+def resume_trainer(trainer, run_dir: Path, quiet: bool) -> None:
+    """Continue a run from its last checkpoint, or say that it starts over (killed before its first)."""
+    if trainer.resume():
+        message = f"resumed {run_dir} at step {trainer.step}"
+    else:
+        message = f"{run_dir} has no checkpoint yet: starting over at step 0 (its metrics were cleared)"
+    if not quiet:
+        stderr.print(message)
 
 
 def _warn_about_emulated_bf16(precision: str, quiet: bool) -> None:
