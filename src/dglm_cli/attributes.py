@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from dglm_cli.classifier import LinearClassifier
 from dglm_cli.errors import InputError
 from dglm_cli.guidance import AttributeTarget
+from dglm_cli.validation import weighted_name
 
 
 @dataclass(frozen=True)
@@ -23,14 +24,9 @@ class AttributeSpec:
 
     @classmethod
     def parse(cls, text: str, avoid: bool = False) -> "AttributeSpec":
-        parts = text.strip().split(":")
-        weight = 1.0
-        if len(parts) > 1 and is_number(parts[-1]):
-            weight = float(parts.pop())
-        if not 1 <= len(parts) <= 2 or not all(parts):
+        parts, weight = weighted_name(text)  # the weight: finite, positive, in range (dglm_cli.validation)
+        if not 1 <= len(parts) <= 2 or not all(p.strip() for p in parts):
             raise InputError(f"cannot parse attribute {text!r}: expected LABEL, LABEL:WEIGHT or CLASSIFIER:LABEL[:WEIGHT]")
-        if weight <= 0:
-            raise InputError(f"attribute {text!r}: the weight must be positive (use --avoid to push away)")
         classifier, label = (None, parts[0]) if len(parts) == 1 else parts
         return cls(label=label, classifier=classifier, weight=weight, avoid=avoid)
 
@@ -62,10 +58,3 @@ def resolve(
         raise InputError(f"attribute {written!r}: {reasons[0]}")
     raise InputError(f"unknown attribute {written!r}; available: {choices}")
 
-
-def is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True

@@ -20,6 +20,7 @@ import torch
 
 from dglm_cli import assets
 from dglm_cli._version import __version__
+from dglm_cli.bundle_closure import check_closed, check_reference, inside
 from dglm_cli.classifier import LinearClassifier
 from dglm_cli.config import config_from_dict, config_to_dict
 from dglm_cli.decoder import DecoderConfig, SoftPromptDecoder
@@ -130,8 +131,9 @@ def read_manifest(path: Path) -> dict:
 
 
 def verify_files(path: Path, manifest: dict) -> None:
-    for relative, expected in manifest.get("files", {}).items():
-        file = path / relative
+    """Check the bundle is closed (dglm_cli.bundle_closure) and every listed file has its sha256."""
+    for relative, expected in check_closed(path, manifest).items():
+        file = inside(path, relative)
         if not file.is_file():
             raise BundleError(f"bundle {path} is missing {relative}")
         if sha256_file(file) != expected:
@@ -143,8 +145,12 @@ def load_bundle(name_or_path: str | Path, device: str | torch.device = "cpu", ve
     manifest = read_manifest(path)
     if verify:
         verify_files(path, manifest)
+    else:
+        check_closed(path, manifest)
     encoder_config = bundle_encoder_config(path)
     decoder_config = config_from_dict(DecoderConfig, read_json(path / "decoder" / CONFIG), "decoder/config.json")
+    check_reference(path, encoder_config.reference, "encoder")
+    check_reference(path, decoder_config.reference, "decoder")
     stats = load_stats(path / "encoder" / "latent_stats.safetensors", device)
     denoiser = load_module(path / "denoiser", Denoiser, DenoiserConfig, device)
     prompt_generator = load_module(path / "prompt_generator", PromptGenerator, PromptGeneratorConfig, device)

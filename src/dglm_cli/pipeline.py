@@ -138,7 +138,24 @@ class Pipeline:
         self.steer_strength(settings)  # a steer asked of a bundle without one fails here, before any work starts
         prompts = [p if isinstance(p, Prompt) else Prompt(str(i), p) for i, p in enumerate(prompts)]
         targets = self.targets(attrs, avoid)  # bad names fail here, before any work starts
+        self.check_lengths(prompts, settings)  # and too long generations
         return self._generate(self.plan(prompts, targets, settings), targets, settings, skip_ids, on_progress)
+
+    def check_lengths(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> None:
+        """Refuse, before any work, a generation longer than the decoder's position limit."""
+        decoder = self.bundle.decoder
+        limit = decoder.max_positions
+        if limit is None or not prompts:
+            return
+        longest = max(len(ids) for ids in decoder.tokenize([p.text for p in prompts]))
+        soft = self.bundle.prompt_generator.config.prompt_length
+        if longest + soft + settings.max_new_tokens > limit:
+            room = limit - longest - soft
+            advice = f"use --max-new-tokens {room} or less" if room >= 1 else "shorten the prompt"
+            raise InputError(
+                f"--max-new-tokens {settings.max_new_tokens}: the longest prompt ({longest} tokens) + {soft} soft-prompt vectors + "
+                f"{settings.max_new_tokens} new tokens exceed the decoder's limit of {limit} positions; {advice}"
+            )
 
     def _generate(self, plans, targets, settings, skip_ids, on_progress) -> Iterator[dict]:
         for start in range(0, len(plans), settings.batch_size):

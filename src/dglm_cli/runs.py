@@ -18,6 +18,7 @@ import torch
 
 from dglm_cli import assets
 from dglm_cli.bundle import find_bundle, save_bundle
+from dglm_cli.bundle_closure import check_reference
 from dglm_cli.checkpoints import load_checkpoint
 from dglm_cli.config import config_from_dict
 from dglm_cli.corpus import CorpusConfig, load_corpus_stats
@@ -71,6 +72,8 @@ def bundle_references(name_or_path: str) -> tuple[dict, dict, int]:
     path = find_bundle(name_or_path)
     encoder = config_from_dict(EncoderConfig, read_json(path / "encoder" / CONFIG), "encoder/config.json")
     decoder = config_from_dict(DecoderConfig, read_json(path / "decoder" / CONFIG), "decoder/config.json")
+    check_reference(path, encoder.reference, "encoder")
+    check_reference(path, decoder.reference, "decoder")
     return _absolute(encoder.reference, path), _absolute(decoder.reference, path), encoder.embedding_dim
 
 
@@ -121,9 +124,10 @@ def last_metrics(run_dir: Path) -> dict:
     latest = {}
     path = run_dir / "metrics.jsonl"
     if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                latest.update(json.loads(line))
+        from dglm_cli.training import metric_lines
+
+        for line in metric_lines(path):
+            latest.update(json.loads(line))
     return latest
 
 

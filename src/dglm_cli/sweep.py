@@ -11,13 +11,12 @@ sweep.png (the attribute rate against perplexity). Used by `dglm sweep`:
 """
 
 import csv
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dglm_cli import scoring
+from dglm_cli import scoring, strict_json
 from dglm_cli.errors import InputError
 from dglm_cli.files import atomic_file
 from dglm_cli.pipeline import AttributeTarget, GenerationSettings, Pipeline
@@ -96,7 +95,7 @@ class Sweep:
                 for record in records:
                     record["sweep"] = {"scale": point.guidance_scale, "steer": strength}
                 batch = [scoring.Item(i, r, r["prompt"], r["continuation"]) for i, r in enumerate(records, 1)]
-                scoring.run(batch, self.scorers, evaluation, base.batch_size, lambda r: records_file.write(json.dumps(r, ensure_ascii=False) + "\n"))
+                scoring.run(batch, self.scorers, evaluation, base.batch_size, lambda r: records_file.write(strict_json.dumps(strict_json.finite(r)) + "\n"))
         summary = evaluation.summary(self.scorers.info(), self.scorers.labelers, attribute=self.attribute, judge=self.judge, settings=vars(base))
         label = self.target.label
         rows = [sweep_row(group["key"], group, self.judge, self.guide, label, took) for group, took in zip(summary["groups"], seconds)]
@@ -176,7 +175,7 @@ def write_outputs(out_dir: Path, rows: list[dict], summary: dict, attribute: str
         writer.writeheader()
         writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
     with atomic_file(out_dir / "summary.json", "w", encoding="utf-8") as f:
-        json.dump({**summary, "rows": rows}, f, indent=2, ensure_ascii=False)
+        f.write(strict_json.dumps(strict_json.finite({**summary, "rows": rows}), indent=2))
         f.write("\n")
     plot_tradeoff(rows, out_dir / "sweep.png", attribute, judge, _ppl_model_name(summary))
 

@@ -8,7 +8,6 @@ message names the line or the columns involved.
 
 import csv
 import difflib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +97,9 @@ def _by_name(columns: list[str], names: tuple[str, ...], exclude: str | None) ->
 
 def _read_bytes(name: str) -> bytes:
     if name == "-":
-        return sys.stdin.buffer.read()
+        from dglm_cli.records import binary_stdin
+
+        return binary_stdin().read()
     path = Path(name)
     if path.is_dir():
         raise InputError(f"{name} is a directory, not a data file")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from dglm_cli import checkpoints
+from dglm_cli import checkpoints, strict_json
 from dglm_cli.adapters import adapter_rank, adapter_state, add_adapters, load_adapter_state
 from dglm_cli.bundle import is_bundle, read_decoder_weights
 from dglm_cli.corpus import LatentCorpus
@@ -221,7 +221,7 @@ class Trainer:
     def log(self, metrics: dict) -> None:
         if self.accelerator.is_main_process:
             with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(metrics) + "\n")
+                f.write(strict_json.dumps(strict_json.finite(metrics)) + "\n")
 
     # ------------------------------------------------------------ checkpoints
 
@@ -276,8 +276,12 @@ class Trainer:
         pass
 
     def resume(self) -> bool:
+        """Continue from the last checkpoint (True); without one (killed before the first), start over at
+        step 0 with the metrics of the lost steps removed (False)."""
         checkpoint = checkpoints.load_checkpoint(self.run_dir)
         if checkpoint is None:
+            if self.accelerator.is_main_process:
+                _truncate_metrics(self.run_dir / "metrics.jsonl", 0)
             return False
         self._restore_weights(checkpoint)
         self.optimizer.load_state_dict(checkpoint.optimizer)
@@ -561,6 +565,27 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metric lines logged after the checkpoint a run resumes from."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line).get("step", 0) <= last_step]
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    kept = [line for line in metric_lines(path) if json.loads(line).get("step", 0) <= last_step]
+    from dglm_cli.bundle import write_text
+
+    write_text(path, "".join(line + "\n" for line in kept))
+
+
+def metric_lines(path: Path) -> list[str]:
+    """The non-blank lines of metrics.jsonl; a torn last line (a write cut by a kill) is left out, like a
+    torn record; any other line that is not a JSON object is an InputError naming it."""
+    from dglm_cli.records import json_object
+
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror or error}") from None
+    for number, line in enumerate(lines, 1):
+        try:
+            json_object(line, f"{path}:{number}")
+        except InputError:
+            if number == len(lines):
+                return lines[:-1]
+            raise
+    return lines
 

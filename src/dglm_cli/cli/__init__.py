@@ -50,4 +50,33 @@ def _root(
 
 
 def main() -> None:
-    app()
+    """Run the app; a usage error (unknown option, a value of the wrong type) is one line too, exit 2."""
+    import sys
+
+    try:
+        result = app(standalone_mode=False)
+    except _click_errors() as error:
+        command = error.ctx.command_path.replace(error.ctx.find_root().info_name, "dglm", 1) if getattr(error, "ctx", None) else "dglm"
+        hint = f" (see `{command} --help`)" if error.exit_code == 2 else ""
+        line = " ".join(error.format_message().split())
+        if not line:  # no_args_is_help: the help was the answer
+            sys.exit(error.exit_code)
+        print(f"dglm: error: {line}{hint}", file=sys.stderr, flush=True)
+        sys.exit(error.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("dglm: error: interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _click_errors() -> tuple[type[Exception], ...]:
+    """ClickException of the click that typer uses (newer typer vendors its own copy)."""
+    import importlib
+
+    found = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(name).ClickException)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)

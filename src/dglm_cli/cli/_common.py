@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 
 from dglm_cli.errors import DGLMError
+from dglm_cli.files import first_line
+from dglm_cli.validation import check_options
 
 stderr = Console(stderr=True, highlight=False)
 DEFAULT_BUNDLE = "default"
@@ -20,6 +22,7 @@ def user_errors(function: Callable) -> Callable:
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         try:
+            check_options(function.__name__, kwargs)  # every numeric option: finite and in range, before any work
             return function(*args, **kwargs)
         except DGLMError as error:
             if os.environ.get("DGLM_DEBUG"):
@@ -27,6 +30,11 @@ def user_errors(function: Callable) -> Callable:
             fail(str(error), error.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except OSError as error:  # a file or device the user pointed at: unreadable, unwritable, full disk
+            if os.environ.get("DGLM_DEBUG") or isinstance(error, BrokenPipeError):
+                raise
+            where = f": {error.filename}" if error.filename else ""
+            fail(f"{error.strerror or first_line(error)}{where}", 1)
         except BrokenPipeError:
             sys.stderr.close()  # downstream closed the pipe (e.g. `| head`): stop quietly
             raise typer.Exit(0) from None

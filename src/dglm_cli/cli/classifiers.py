@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from dglm_cli import strict_json
 from dglm_cli.cli._common import progress, quiet_libraries, stderr, user_errors
 
 app = typer.Typer(help="Manage saved attribute classifiers (each label is an --attr for generate).", no_args_is_help=True)
@@ -70,7 +71,7 @@ def train_classifier(
         for warning in report.warnings:
             stderr.print(f"warning: {warning}", markup=False)
     summary = _summary(name, path, report, seconds)
-    typer.echo(json.dumps(summary, indent=2, ensure_ascii=False) if as_json else _render_training(summary))
+    typer.echo(strict_json.dumps(strict_json.finite(summary), indent=2) if as_json else _render_training(summary))
 
 
 def _name_from_file(data: str) -> str:
@@ -146,7 +147,7 @@ def list_classifiers(
 
     saved = classifier_store.list_saved()
     if as_json:
-        typer.echo(json.dumps([{"name": s.name, "path": str(s.path), **s.config} for s in saved], indent=2, ensure_ascii=False))
+        typer.echo(strict_json.dumps(strict_json.finite([{"name": s.name, "path": str(s.path), **s.config} for s in saved]), indent=2))
         return
     if not saved:
         stderr.print(f"no saved classifiers in {classifier_store.store_dir()} (train one with `dglm train-classifier`)")
@@ -175,7 +176,7 @@ def show(
 
     saved = classifier_store.get(name)
     if as_json:
-        typer.echo(json.dumps({"name": saved.name, "path": str(saved.path), **saved.config}, indent=2, ensure_ascii=False))
+        typer.echo(strict_json.dumps(strict_json.finite({"name": saved.name, "path": str(saved.path), **saved.config}), indent=2))
         return
     config, info = saved.config, saved.config.get("info", {})
     encoder = saved.encoder

@@ -62,14 +62,18 @@ def generate(
       dglm generate --prompts prompts.txt --attr positive:2 --avoid formal -n 4 -o out.jsonl
     """
     from dglm_cli.errors import InputError
-    from dglm_cli.pipeline import GenerationSettings
-    from dglm_cli.records import JsonlAppender, Prompt, existing_ids, read_prompts
+    from dglm_cli.records import Prompt, RecordsOutput, read_prompts
+    from dglm_cli.validation import weighted_name
 
     if not prompt and prompts is None:
         raise InputError("give --prompt TEXT or --prompts FILE ('-' reads stdin)")
+    for text in [*attr, *avoid]:
+        weighted_name(text)  # a bad weight fails before torch loads
     items = [Prompt(str(i), text) for i, text in enumerate(prompt)]
     if prompts is not None:
         items += read_prompts(prompts, start=len(items))
+    from dglm_cli.pipeline import GenerationSettings
+
     settings = GenerationSettings(
         num_samples=num_samples, guidance_scale=guidance, cfg=cfg, decoder_cfg=decoder_cfg, steps=steps, sampler=sampler,
         max_new_tokens=max_new_tokens, top_p=top_p, temperature=temperature,
@@ -78,30 +82,39 @@ def generate(
         renoise_alpha2=renoise, steer=steer, seed=seed, batch_size=batch_size,
     )
     settings.validate()
-    skip = existing_ids(output) if output else set()
-
-    quiet_libraries()
-    from dglm_cli import assets
-    from dglm_cli.cli.fetch import stage_lines
-    from dglm_cli.pipeline import Pipeline
-
+    sink = RecordsOutput.open(output) if output else None  # fails before any model loads; locked until closed
     started = time.perf_counter()
-    with assets.downloads_allowed(stage_lines(quiet)):
-        with stderr.status("loading bundle", spinner="dots") if not quiet else nullcontext():
-            pipeline = Pipeline.from_bundle(bundle_name(bundle), device)
-    bar = progress(quiet)
-    task = bar.add_task("generating", total=len(items) * num_samples)
-    stream = pipeline.generate(items, attr, avoid, settings, skip, lambda n: bar.advance(task, n))
-    writer = JsonlAppender.open(output) if output else JsonlAppender(sys.stdout, sync=False)
-    written = 0
     try:
-        with bar:
-            for record in stream:
-                writer.write(record)
-                written += 1
+        written = _generate(items, attr, avoid, settings, bundle, device, sink, quiet)
     finally:
-        writer.close()
+        if sink is not None:
+            sink.close()
     if not quiet:
         already = len(items) * num_samples - written
         skipped = f", {already} already in {output}" if already else ""
         stderr.print(f"{written} records in {time.perf_counter() - started:.1f} s{skipped}")
+
+
+def _generate(items, attr, avoid, settings, bundle, device, sink, quiet) -> int:
+    """Load the bundle and write the records not yet in `sink` (stdout when None); the number written."""
+    quiet_libraries()
+    from dglm_cli import assets
+    from dglm_cli.cli.fetch import stage_lines
+    from dglm_cli.pipeline import Pipeline
+    from dglm_cli.records import JsonlAppender
+
+    with assets.downloads_allowed(stage_lines(quiet)):
+        with stderr.status("loading bundle", spinner="dots") if not quiet else nullcontext():
+            pipeline = Pipeline.from_bundle(bundle_name(bundle), device)
+    bar = progress(quiet)
+    task = bar.add_task("generating", total=len(items) * settings.num_samples)
+    skip = sink.ids if sink is not None else set()
+    stream = pipeline.generate(items, attr, avoid, settings, skip, lambda n: bar.advance(task, n))
+    writer = sink or JsonlAppender(sys.stdout, sync=False)
+    written = 0
+    with bar:
+        for record in stream:
+            writer.write(record)
+            written += 1
+    return written
+

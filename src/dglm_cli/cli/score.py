@@ -1,6 +1,5 @@
 """`dglm score`: perplexity, diversity and attribute scores for generated JSONL, with a group summary."""
 
-import json
 import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -8,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from dglm_cli import strict_json
 from dglm_cli.cli._common import bundle_name, progress, quiet_libraries, stderr, user_errors
 from dglm_cli.cli._options import Device, MaxDisagreement, PplModel, Quiet
 
@@ -76,7 +76,7 @@ def score(
             raise InputError(f"{file}: no records to score" + (f" ({len(reader.skipped)} bad lines skipped)" if reader.skipped else ""))
     _report(summary, reader.skipped)
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        typer.echo(strict_json.dumps(strict_json.finite(summary), indent=2))
 
 
 def _load_scorers(scoring, ppl_model, no_ppl, classifiers, bundle, specs, device, batch_size):
@@ -109,7 +109,7 @@ def _input(file: str):
 def _record_sink(output: Path | None, to_stdout: bool):
     """A function that writes one scored record; a file appears (by rename) only when scoring succeeds."""
     if to_stdout:
-        yield lambda record: (sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n"), sys.stdout.flush())
+        yield lambda record: (sys.stdout.write(strict_json.dumps(strict_json.finite(record)) + "\n"), sys.stdout.flush())
         return
     if output is None:
         yield lambda record: None
@@ -117,7 +117,7 @@ def _record_sink(output: Path | None, to_stdout: bool):
     from dglm_cli.files import atomic_file
 
     with atomic_file(output, "w", encoding="utf-8") as tmp:
-        yield lambda record: tmp.write(json.dumps(record, ensure_ascii=False) + "\n")
+        yield lambda record: tmp.write(strict_json.dumps(strict_json.finite(record)) + "\n")
 
 
 def _first(items, limit: int | None):

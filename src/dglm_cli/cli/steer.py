@@ -5,9 +5,9 @@ from typing import Annotated
 
 import typer
 
-from dglm_cli.cli._common import progress, quiet_libraries, stderr, user_errors
+from dglm_cli.cli._common import progress, quiet_libraries, user_errors
 from dglm_cli.cli._options import Quiet
-from dglm_cli.cli.train import Budget, Corpus, Resume, Run, Seed, ValSize, Warmup, cached_corpus_progress, run_with_progress
+from dglm_cli.cli.train import Budget, Corpus, Resume, Run, Seed, ValSize, Warmup, cached_corpus_progress, resume_trainer, run_with_progress
 
 
 @user_errors
@@ -66,7 +66,7 @@ def train_steer(
         with bar:
             task = bar.add_task("caching LM states", total=None)
             trainer = steer_trainer(run, spec, lambda done, total: bar.update(task, completed=done, total=total))
-        if resume and trainer.resume() and not quiet:
-            stderr.print(f"resumed {run} at step {trainer.step}")
+        if resume:
+            resume_trainer(trainer, run, quiet)
         run_with_progress(trainer, spec.train_config.max_steps, time_budget, quiet)
 

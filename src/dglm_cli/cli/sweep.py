@@ -66,7 +66,7 @@ def sweep(
     from dglm_cli.errors import InputError
 
     scale_list = _parse_scales(scales)
-    steer_list = [steer] if steers is None else _parse_numbers(steers, "--steers")
+    steer_list = [steer] if steers is None else _parse_numbers(steers, "--steers", "steer")
     if not 0 <= max_disagreement <= 1:
         raise InputError("--max-disagreement must be between 0 and 1")
     quiet_libraries()
@@ -96,22 +96,19 @@ def sweep(
 
 
 def _parse_scales(text: str) -> list[float]:
-    return sorted({0.0, *_parse_numbers(text, "--scales")})
+    return sorted({0.0, *_parse_numbers(text, "--scales", "guidance")})
 
 
-def _parse_numbers(text: str, option: str) -> list[float]:
-    """Comma-separated finite numbers >= 0, in the order given, without repeats."""
-    import math
-
+def _parse_numbers(text: str, option: str, rule: str) -> list[float]:
+    """Comma-separated numbers, each checked by the validation rule of one value (finite, in range), in the
+    order given, without repeats."""
     from dglm_cli.errors import InputError
+    from dglm_cli.validation import RULES, is_number, number
 
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise InputError(f"{option} {text!r}: expected comma-separated numbers such as 0,1,2,5,10") from None
-    if not values or any(not math.isfinite(v) or v < 0 for v in values):
-        raise InputError(f"{option} must be finite numbers >= 0")
-    return list(dict.fromkeys(values))
+    parts = [part for part in text.split(",") if part.strip()]
+    if not parts or not all(is_number(part) for part in parts):
+        raise InputError(f"{option} {text!r}: expected comma-separated numbers such as 0,1,2,5,10")
+    return list(dict.fromkeys(number(part, option, RULES[rule]) for part in parts))
 
 
 def _table(rows: list[dict], attribute: str, judge: str):

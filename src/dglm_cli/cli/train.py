@@ -166,9 +166,23 @@ def _train_in_process(state, r: TrainRequest) -> None:
         bundle=r.bundle, encoder=r.encoder, decoder=r.decoder, preset=r.preset, init_from=r.init_from, state=state,
         encode_corpus=lambda *args: _cached_corpus(*args, r.quiet),
     )
-    if opened.resumed and not r.quiet:
-        stderr.print(f"resumed {r.run_dir} at step {opened.trainer.step}")
+    if r.resume:
+        report_resume(opened.resumed, opened.trainer, r.run_dir, r.quiet)
     run_with_progress(opened.trainer, opened.spec.train_config.max_steps, r.budget_minutes, r.quiet)
+
+
+def resume_trainer(trainer, run_dir: Path, quiet: bool) -> None:
+    """Continue a run from its last checkpoint, or say that it starts over (killed before its first)."""
+    report_resume(trainer.resume(), trainer, run_dir, quiet)
+
+
+def report_resume(resumed: bool, trainer, run_dir: Path, quiet: bool) -> None:
+    if quiet:
+        return
+    if resumed:
+        stderr.print(f"resumed {run_dir} at step {trainer.step}")
+    else:
+        stderr.print(f"{run_dir} has no checkpoint yet: starting over at step 0 (its metrics were cleared)")
 
 
 def _warn_about_emulated_bf16(precision: str, quiet: bool) -> None:
