@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -57,6 +58,33 @@ DECODER_FLAGS = {
     "cpu": ["--batch-size", 24, "--lr", "1e-3", "--lora-rank", 16, "--lm-lr", "5e-4", "--warmup", 30, "--bag-of-words-weight", 0.5],
     "cuda": ["--batch-size", 128, "--lr", "6e-4", "--warmup", 100],
 }
+
+
+@contextmanager
+def timed(work: Path, stage: str):
+    """Add the stage's wall time to WORK/timings.json (minutes; summed over the sittings of a resumed build)."""
+    path = work / "timings.json"
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        timings = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        timings[stage] = round(timings.get(stage, 0.0) + (time.monotonic() - started) / 60, 2)
+        work.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(timings, indent=1) + "\n", encoding="utf-8")
+
+
+def once(work: Path, stage: str, run, *args):
+    """Run a stage once, timed: its result is kept in WORK/stages/STAGE.json and a resumed build reuses it
+    (stages with their own resumable outputs, such as distill, also pick up where they stopped)."""
+    path = work / "stages" / f"{stage}.json"
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    with timed(work, stage):
+        result = run(*args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, default=str) + "\n", encoding="utf-8")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def dglm(*args: object, stdin: str | None = None, stdout=None) -> subprocess.CompletedProcess:
@@ -125,9 +153,9 @@ DISTILL_CFG = 2.0
 # so it learns how the hidden mood moves the LM, not which words one sample happened to pick.
 STEER_FLAGS = ["--candidates", 64, "--teacher-weight", 1, "--teacher-cfg", DISTILL_CFG, "--epochs", 12, "--patience", 2,
                "--batch-size", 64, "--lr", "1e-3"]
-STRENGTHS = [0.5, 1.0, 1.5, 2.0, 3.0]
+STRENGTHS = [1.0, 2.0, 3.0, 4.0]
 MAX_PPL_RATIO = 1.3  # the fluency target: perplexity under plain SmolLM2 within 1.3x of its own samples'
-STRENGTH_PROMPTS = 24  # held-out VADER prefixes (not the evaluation's neutral prompts) used to pick the strength
+STRENGTH_PROMPTS = 20  # held-out VADER prefixes (not the evaluation's neutral prompts) used to pick the strength
 
 
 def stage_distill(work: Path, minutes: float, seed: int, precision: str, batch_size: int = 64) -> None:
@@ -321,30 +349,32 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     precision = "bf16" if cuda or cpu_has_native_bf16() else "fp32"  # emulated bf16 is far slower than fp32
     machine = torch.cuda.get_device_name() if cuda else describe_cpu()
-    print(f"building on {machine} ({precision})", flush=True)
+    print(f"building on {machine}; precision {precision}", flush=True)
     budget = {stage: share * args.time_budget for stage, share in (SOFT_PROMPT_SHARES if args.soft_prompt else BUDGET_SHARES).items()}
-    started = time.monotonic()
-    stage_data(args.work, args.seed)
-    stage_distill(args.work, budget["distill"], args.seed, precision)
-    corpus = stage_corpus(args.work)
-    stage_classifiers(args.work)
-    stage_train(args.work, corpus, "diffusion", budget["diffusion"], args.diffusion_steps or (20_000 if cuda else 700),
-                ["--preset", "small", "--batch-size", 128, "--warmup", 100, "--eval-every", 100, "--save-every", 100])
+    work = args.work
+    once(work, "data", stage_data, work, args.seed)
+    once(work, "distill", stage_distill, work, budget["distill"], args.seed, precision)
+    corpus = Path(once(work, "corpus", stage_corpus, work))
+    once(work, "classifiers", stage_classifiers, work)
+    once(work, "diffusion", stage_train, work, corpus, "diffusion", budget["diffusion"], args.diffusion_steps or (20_000 if cuda else 700),
+         ["--preset", "small", "--batch-size", 128, "--warmup", 100, "--eval-every", 100, "--save-every", 100])
     decoder_flags = DECODER_FLAGS["cuda" if cuda else "cpu"]
     if args.soft_prompt:
-        stage_train(args.work, corpus, "decoder", budget["decoder"], args.decoder_steps or (6000 if cuda else 450),
-                    ["--preset", "small", "--precision", precision, "--eval-every", 75, "--save-every", 75, *decoder_flags])
-    bundle = stage_export(args.work, args.soft_prompt)
-    run = stage_steer(args.work, corpus, bundle, budget["steer"], args.soft_prompt)
-    chosen, curve = stage_strength(args.work, run, bundle, args.seed)
-    results = stage_evaluate(args.work, bundle, args.samples)
-    minutes = (time.monotonic() - started) / 60
+        once(work, "decoder", stage_train, work, corpus, "decoder", budget["decoder"], args.decoder_steps or (6000 if cuda else 450),
+             ["--preset", "small", "--precision", precision, "--eval-every", 75, "--save-every", 75, *decoder_flags])
+    bundle = Path(once(work, "export", stage_export, work, args.soft_prompt))
+    run = Path(once(work, "steer", stage_steer, work, corpus, bundle, budget["steer"], args.soft_prompt))
+    chosen, curve = once(work, "strength", stage_strength, work, run, bundle, args.seed)
+    results = once(work, "evaluate", stage_evaluate, work, bundle, args.samples)
+    timings = json.loads((work / "timings.json").read_text(encoding="utf-8"))
+    minutes = sum(timings.values())
     trained = (bundle / "README.md").read_text(encoding="utf-8").split("\n", 1)[1]  # the export's card, title dropped
     intro = CARD_INTRO.format(
         soft_prompt=" and a soft prompt" if args.soft_prompt else " (no soft prompt)", machine=machine, minutes=minutes,
         flags=" --soft-prompt" if args.soft_prompt else "", steer_flags=" ".join(map(str, STEER_FLAGS)),
         decoder=f", `dglm train-decoder --preset small {' '.join(map(str, decoder_flags))}`" if args.soft_prompt else "")
-    write_model_card(bundle, intro + trained.strip() + "\n\n" + strength_card(chosen, curve) + "\n" + evaluation_card(results, args.samples))
+    stages = "Wall time per stage (minutes, summed over the build's sittings): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) + ".\n\n"
+    write_model_card(bundle, intro + stages + trained.strip() + "\n\n" + strength_card(chosen, curve) + "\n" + evaluation_card(results, args.samples))
     print(json.dumps({name: r["groups"][0]["attributes"] for name, r in results.items()}, indent=1))
     print(f"built {bundle} in {minutes:.1f} min on {machine}", flush=True)
     if args.install:

@@ -180,9 +180,9 @@ def test_export_then_generate(diffusion_run, tiny_bundle, corpus_file, tmp_path)
     assert len([json.loads(line) for line in generated.stdout.splitlines()]) == 2
 
 
-def test_export_needs_one_run_of_each_kind(diffusion_run, tmp_path):
-    result = CliRunner().invoke(app, ["export", str(diffusion_run), "--out", str(tmp_path / "b")])
-    assert result.exit_code != 0 and "missing: decoder" in result.output
+def test_export_takes_one_run_of_each_kind(diffusion_run, tmp_path):
+    result = CliRunner().invoke(app, ["export", str(diffusion_run), str(diffusion_run), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "two diffusion runs given" in result.output  # a diffusion run alone: tests/test_steer.py
 
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tiny_bundle, corpus_file, tmp_path):

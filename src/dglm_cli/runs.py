@@ -226,7 +226,8 @@ def _decoder_part(run_dir: Path, spec: RunSpec, lm_dim: int, device: str):
 
 
 def _model_card(runs: dict) -> str:
-    lines = ["# dglm bundle", "", "Trained with `dglm train-diffusion` and `dglm train-decoder`, exported with `dglm export`.", ""]
+    commands = " and ".join(f"`dglm train-{kind}`" for kind in sorted(runs))
+    lines = ["# dglm bundle", "", f"Trained with {commands}, exported with `dglm export`.", ""]
     for kind, (run_dir, spec) in sorted(runs.items()):
         metrics = last_metrics(run_dir)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("val_") and isinstance(v, float))
