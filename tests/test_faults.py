@@ -288,6 +288,8 @@ CASES = [
       for label, name in [("dotdot", "../x"), ("slash", "a/b"), ("300-chars", "a" * 300)]),
     Case("train-classifier-C-nan", [*CLF, "--C", "nan"], INPUT, "--C must be a finite number", files={"data.csv": LABELED}),
     Case("train-classifier-test-size", [*CLF, "--test-size", "1.5"], INPUT, "--test-size must be in (0, 1)", files={"data.csv": LABELED}),
+    Case("train-classifier-stdin-closed", ["train-classifier", "-", "--bundle", "{bundle}", "-q"], INPUT, "standard input is closed",
+         closed_stdin=True),
     # bundles
     Case("bundle-no-manifest", [*GEN], BUNDLE, "is not a dglm bundle", bundle="copy", setup=lambda b: (b / MANIFEST).unlink()),
     Case("bundle-edited-sha256", [*GEN], BUNDLE, "checksum mismatch for denoiser/config.json", bundle="copy", setup=_edit_digest),

@@ -40,13 +40,6 @@ def _open_input(path: str | Path, binary: bool):
         raise InputError(f"{path} is a directory, not a file") from None
 
 
-def binary_stdin() -> IO[bytes]:
-    """Standard input as bytes; an InputError when it is closed (`<&-`)."""
-    if sys.stdin is None or sys.stdin.closed:
-        raise InputError("standard input is closed; give a file instead of '-'")
-    return sys.stdin.buffer
-
-
 def read_lines(path: str | Path) -> list[str]:
     """All lines of a UTF-8 text file, or of stdin for '-'."""
     stream = open_text(path)

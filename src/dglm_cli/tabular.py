@@ -97,9 +97,9 @@ def _by_name(columns: list[str], names: tuple[str, ...], exclude: str | None) ->
 
 def _read_bytes(name: str) -> bytes:
     if name == "-":
-        from dglm_cli.records import binary_stdin
+        from dglm_cli.records import open_binary
 
-        return binary_stdin().read()
+        return open_binary("-").read()
     path = Path(name)
     if path.is_dir():
         raise InputError(f"{name} is a directory, not a data file")
