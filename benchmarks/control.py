@@ -112,14 +112,15 @@ def run_methods(pipeline: Pipeline, prompts: list[Prompt], attrs: list[str], sca
     seconds, texts = timed(plain_samples, pipeline, prefixes, seeds, settings)
     runs = [Run("plain", None, seconds, texts)]
     runs.append(Run("dglm s=0", None, *timed(dglm_samples, pipeline, prompts, None, replace(settings, guidance_scale=0))))
+    default = pipeline.guidance_scale(settings)  # the bundle's default scale (its steer's, if it has one)
     for attr in attrs:
-        for scale in sorted({*scales, settings.guidance_scale}):  # the default scale sets best-of-n's budget
+        for scale in sorted({*scales, default}):  # the default scale sets best-of-n's budget
             runs.append(Run(f"dglm s={scale:g}", attr, *timed(dglm_samples, pipeline, prompts, attr, replace(settings, guidance_scale=scale))))
         runs.append(Run(PAPER_LIKE, attr, *timed(dglm_samples, pipeline, prompts, attr, replace(settings, **PAPER_SETTINGS))))
         if pipeline.bundle.steer is not None:  # the dglm rows steer at the bundle's default strength; this one does not
-            steer_off = replace(settings, steer=0.0)
-            runs.append(Run(f"dglm s={settings.guidance_scale:g}, steer off", attr, *timed(dglm_samples, pipeline, prompts, attr, steer_off)))
-        reference = next(r.seconds for r in runs if r.attr == attr and r.method == f"dglm s={settings.guidance_scale:g}")
+            steer_off = replace(settings, guidance_scale=default, steer=0.0)
+            runs.append(Run(f"dglm s={default:g}, steer off", attr, *timed(dglm_samples, pipeline, prompts, attr, steer_off)))
+        reference = next(r.seconds for r in runs if r.attr == attr and r.method == f"dglm s={default:g}")
         n = max(1, math.ceil(reference / runs[0].seconds))
         runs.append(Run(f"best-of-{n}", attr, *timed(best_of_n, pipeline, prefixes, seeds, attr, n, settings)))
         runs.append(Run(f"weighted decoding k={FUDGE_TOP_K}", attr, *timed(weighted_decoding, pipeline, prefixes, seeds, attr, settings)))

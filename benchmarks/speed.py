@@ -145,7 +145,7 @@ def main() -> None:
     threads = f", {torch.get_num_threads()} threads, {describe_cpu()}" if device.type == "cpu" else f", {torch.cuda.get_device_name(device)}"
     steer = pipeline.steer_strength(settings)
     print(f"device {device}{threads}; bundle {pipeline.bundle.name} (steer {steer:g}); {len(prompts)} generations in batches of {settings.batch_size}; "
-          f"{settings.max_new_tokens} new tokens, top-p {settings.top_p}; {settings.steps} {settings.sampler} steps, {settings.guidance_gradient} gradient, s={settings.guidance_scale:g}, K={settings.mc_samples}")
+          f"{settings.max_new_tokens} new tokens, top-p {settings.top_p}; {settings.steps} {settings.sampler} steps, {settings.guidance_gradient} gradient, s={pipeline.guidance_scale(settings):g}, K={settings.mc_samples}")
     print(f"{'method':32s} {'wall s':>8s} {'ratio':>6s} {'tok/s':>7s}   breakdown (s), median of {args.repeats} runs")
     plain_seconds = results["plain transformers"][0]
     for name, (seconds, tokens, stages) in results.items():

@@ -22,7 +22,9 @@ Stages (each skips itself when its output exists, so an interrupted build resume
              distribution given the hidden sentence, amplified by TEACHER_CFG), exported into the bundle
 9. strength  the steer's default strength: the largest of STRENGTHS whose guided text keeps its perplexity
              within MAX_PPL_RATIO of the plain LM's, measured on prefixes of held-out VADER sentences
-10. evaluate `dglm generate` on the held-out neutral prompts (unguided, positive, negative) | `dglm score`
+10. guidance the default guidance scale while the steer is on: of GUIDANCE_SCALES, the one whose guided text on
+             the same prefixes has the asked sentiment most often within MAX_PPL_RATIO
+11. evaluate `dglm generate` on the held-out neutral prompts (unguided, positive, negative) | `dglm score`
 
 bf16 autocast is used on CUDA and on CPUs with native bf16; elsewhere fp32 (emulated bf16 is far slower).
 """
@@ -43,6 +45,7 @@ import torch
 
 from dglm_cli.bundle import write_model_card
 from dglm_cli.devices import cpu_has_native_bf16, describe_cpu
+from dglm_cli.pipeline import DEFAULT_GUIDANCE_SCALE
 
 ROOT = Path(__file__).resolve().parent.parent
 NEUTRAL_PROMPTS = ROOT / "examples" / "prompts" / "neutral.txt"
@@ -156,6 +159,10 @@ STEER_FLAGS = ["--candidates", 64, "--teacher-weight", 1, "--teacher-cfg", DISTI
 STRENGTHS = [1.0, 2.0, 3.0, 4.0]
 MAX_PPL_RATIO = 1.3  # the fluency target: perplexity under plain SmolLM2 within 1.3x of its own samples'
 STRENGTH_PROMPTS = 20  # held-out VADER prefixes (not the evaluation's neutral prompts) used to pick the strength
+# Classifier-guidance scales tried with the steer at its chosen strength; the first is the pipeline's default
+# without a steer (measured by the strength stage). The steer reads the latent less sharply than a soft prompt
+# trained to it, so guidance may have to push the proposal further than the 7 chosen on the proposal alone.
+GUIDANCE_SCALES = [DEFAULT_GUIDANCE_SCALE, 20.0, 40.0, 70.0]
 
 
 def stage_distill(work: Path, minutes: float, seed: int, precision: str, batch_size: int = 64) -> None:
@@ -271,6 +278,29 @@ def stage_strength(work: Path, run: Path, bundle: Path, seed: int) -> tuple[floa
     return chosen, curve
 
 
+def stage_guidance(work: Path, run: Path, bundle: Path, chosen: float, curve: list[dict]) -> tuple[float, list[dict]]:
+    """Export the steer with the guidance scale, of GUIDANCE_SCALES, whose guided text has the asked sentiment most
+    often (the mean of both attributes' VADER rates; ties: the smaller scale) within MAX_PPL_RATIO of the plain LM's
+    perplexity, on the strength stage's prefixes at the chosen strength; the measured rows are returned."""
+    prompts, plain = work / "eval" / "strength-prompts.txt", curve[0]["ppl"]
+    rows = [{**point, "guidance": DEFAULT_GUIDANCE_SCALE} for point in curve if point["steer"] == chosen]
+    for scale in GUIDANCE_SCALES[1:]:
+        for name, attr in ATTRIBUTES.items():
+            out = work / "eval" / "guidance" / f"{name}-{scale:g}.jsonl"
+            scored = generate_and_score(bundle, prompts, 2, out, "--steer", chosen, "--guidance", scale, *attr)["groups"][0]
+            rows.append({"steer": chosen, "guidance": scale, "attr": name, "vader": rate(scored, "vader", name), "ppl": scored["perplexity"]["median"]})
+        print(json.dumps(rows[-2:]), flush=True)
+
+    def merit(scale: float) -> float:
+        measured = [row for row in rows if row["guidance"] == scale]
+        fluent = all(row["ppl"] <= MAX_PPL_RATIO * plain for row in measured)
+        return sum(row["vader"] for row in measured) / len(measured) if fluent else -1.0
+
+    best = max(GUIDANCE_SCALES, key=merit)  # the first of equals: the smaller scale
+    dglm("export", run, "--out", bundle, "--force", "--half", "--steer-strength", chosen, "--steer-guidance", best)
+    return best, rows
+
+
 def stage_evaluate(work: Path, bundle: Path, samples: int) -> dict:
     results = {name: generate_and_score(bundle, NEUTRAL_PROMPTS, samples, work / "eval" / f"{name}.jsonl", *attr)
                for name, attr in {"unguided": [], **ATTRIBUTES}.items()}
@@ -310,6 +340,16 @@ def strength_card(chosen: float, curve: list[dict]) -> str:
              f"(steer 0, unguided: {plain:.1f}): **{chosen:g}**.", "",
              "| steer | attribute | VADER rate of the attribute | perplexity median | × plain |", "|---:|---|---:|---:|---:|"]
     lines += [f"| {p['steer']:g} | {p['attr']} | {p['vader']:.2f} | {p['ppl']:.1f} | {p['ppl'] / plain:.2f} |" for p in curve[1:]]
+    return "\n".join(lines + [""])
+
+
+def guidance_card(best: float, rows: list[dict], plain: float) -> str:
+    """Markdown: the guidance scales tried with the steer, and the one the bundle uses by default."""
+    lines = ["## Guidance scale", "",
+             f"The same prefixes at steer {rows[0]['steer']:g}. The default scale while the steer is on is the one whose guided text",
+             f"has the asked sentiment most often (mean of both attributes) within {MAX_PPL_RATIO}× the plain LM's perplexity: **{best:g}**.", "",
+             "| guidance | attribute | VADER rate of the attribute | perplexity median | × plain |", "|---:|---|---:|---:|---:|"]
+    lines += [f"| {r['guidance']:g} | {r['attr']} | {r['vader']:.2f} | {r['ppl']:.1f} | {r['ppl'] / plain:.2f} |" for r in rows]
     return "\n".join(lines + [""])
 
 
@@ -365,6 +405,7 @@ def main() -> None:
     bundle = Path(once(work, "export", stage_export, work, args.soft_prompt))
     run = Path(once(work, "steer", stage_steer, work, corpus, bundle, budget["steer"], args.soft_prompt))
     chosen, curve = once(work, "strength", stage_strength, work, run, bundle, args.seed)
+    scale, scale_rows = once(work, "guidance", stage_guidance, work, run, bundle, chosen, curve)
     results = once(work, "evaluate", stage_evaluate, work, bundle, args.samples)
     timings = json.loads((work / "timings.json").read_text(encoding="utf-8"))
     minutes = sum(timings.values())
@@ -374,7 +415,8 @@ def main() -> None:
         flags=" --soft-prompt" if args.soft_prompt else "", steer_flags=" ".join(map(str, STEER_FLAGS)),
         decoder=f", `dglm train-decoder --preset small {' '.join(map(str, decoder_flags))}`" if args.soft_prompt else "")
     stages = "Wall time per stage (minutes, summed over the build's sittings): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) + ".\n\n"
-    write_model_card(bundle, intro + stages + trained.strip() + "\n\n" + strength_card(chosen, curve) + "\n" + evaluation_card(results, args.samples))
+    write_model_card(bundle, intro + stages + trained.strip() + "\n\n" + strength_card(chosen, curve) + "\n"
+                     + guidance_card(scale, scale_rows, curve[0]["ppl"]) + "\n" + evaluation_card(results, args.samples))
     print(json.dumps({name: r["groups"][0]["attributes"] for name, r in results.items()}, indent=1))
     print(f"built {bundle} in {minutes:.1f} min on {machine}", flush=True)
     if args.install:

@@ -69,6 +69,21 @@ def test_strength_zero_is_the_bundle_without_a_steer(steered_bundle):
     assert record["meta"]["steer"] == 1.0
 
 
+def test_a_steer_s_guidance_scale_is_the_default_while_it_is_on(steered_bundle, tmp_path):
+    steered, original = steered_bundle
+    steer = load_bundle(steered).steer
+    steer.config.guidance_scale = 30.0
+    add_steer(steered, steer, overwrite=True)
+    pipeline = Pipeline.from_bundle(steered, "cpu")
+
+    def scale(**settings) -> float:
+        record = next(pipeline.generate(PROMPTS[:1], ["positive"], settings=GenerationSettings(steps=2, max_new_tokens=2, **settings)))
+        return record["guidance"]["scale"]
+
+    assert (scale(), scale(guidance_scale=5.0), scale(steer=0.0)) == (30.0, 5.0, 7.0)
+    assert continuations(steered, steer=0.0) == continuations(original)  # the steer off is the bundle without it, scale included
+
+
 @pytest.mark.parametrize("family,tied", [("gpt2", False), ("gpt2", True), ("llama", True)])
 def test_hidden_states_are_the_input_of_the_output_layer(family, tied):
     decoder = decoder_of(family, tied)
@@ -180,8 +195,9 @@ def test_steer_run_reads_its_latent_and_exports_into_its_bundle(soup, soup_bundl
     assert load_bundle(bundle).steer is not None and "steer" in json.loads((bundle / "dglm.json").read_text())["components"]
     result = CliRunner().invoke(app, ["export", str(run), "--out", str(bundle)])
     assert result.exit_code == 3 and "already has a steer (use --force to replace it)" in result.output
-    invoke("export", run, "--out", bundle, "--force", "--steer-strength", "0.5")  # replaced, its card section too
-    assert load_bundle(bundle).steer.config.strength == 0.5 and (bundle / "README.md").read_text().count("## steer") == 1
+    invoke("export", run, "--out", bundle, "--force", "--steer-strength", "0.5", "--steer-guidance", "30")  # replaced, its card section too
+    config = load_bundle(bundle).steer.config
+    assert (config.strength, config.guidance_scale) == (0.5, 30.0) and (bundle / "README.md").read_text().count("## steer") == 1
 
 
 def test_steer_errors(soup, soup_bundle, tiny_bundle, tmp_path):

@@ -24,14 +24,17 @@ from dglm_cli.sampler import SAMPLERS, sample
 from dglm_cli.schedule import diffuse
 from dglm_cli.steer import BoundSteer
 
+# Defaults from benchmarks/diffusion.py: 20 DDPM steps with the fast gradient at s = 7 reach the guiding
+# classifier's target probability and the closeness to the true continuation of 50 steps with the paper's
+# full gradient at s = 5 (the previous defaults) in a fifth of the diffusion time. A bundle's steer may
+# carry its own default scale (SteerConfig.guidance_scale).
+DEFAULT_GUIDANCE_SCALE = 7.0
+
 
 @dataclass
 class GenerationSettings:
     num_samples: int = 1
-    # Defaults from benchmarks/diffusion.py: 20 DDPM steps with the fast gradient at s = 7 reach the guiding
-    # classifier's target probability and the closeness to the true continuation of 50 steps with the paper's
-    # full gradient at s = 5 (the previous defaults) in a fifth of the diffusion time.
-    guidance_scale: float = 7.0  # s in ε̂' = ε̂ + s·σ·∇L
+    guidance_scale: float | None = None  # s in ε̂' = ε̂ + s·σ·∇L; None: the bundle's steer's default, else DEFAULT_GUIDANCE_SCALE
     cfg: float = 1.0  # classifier-free guidance weight on the prefix (1 = conditional only)
     decoder_cfg: float = 1.0  # classifier-free guidance weight on the soft prompt, in the decoder (1 = off)
     steps: int = 20
@@ -59,7 +62,7 @@ class GenerationSettings:
             (self.temperature >= 0, "--temperature must be >= 0"),
             (self.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.guidance_scale >= 0, "--guidance must be >= 0"),
+            (self.guidance_scale is None or self.guidance_scale >= 0, "--guidance must be >= 0"),
             (self.decoder_cfg >= 0, "--decoder-cfg must be >= 0"),
             (self.mc_samples >= 1, "mc_samples must be at least 1"),
             (self.repetition_penalty > 0, "--repetition-penalty must be > 0"),
@@ -206,7 +209,7 @@ class Pipeline:
         # 3. denoiser with classifier-free guidance on the prefix, wrapped by classifier guidance
         denoise = b.denoiser.denoise_fn(context, settings.cfg)
         denoise = classifier_guidance(
-            denoise, targets, settings.guidance_scale, b.stats.to_embedding,
+            denoise, targets, self.guidance_scale(settings), b.stats.to_embedding,
             RecordRNG(seeds, "guidance", self.device), settings.mc_samples, settings.aggregate,
             settings.guidance_gradient,
         )
@@ -223,6 +226,16 @@ class Pipeline:
     def _renoise_alpha2(self, settings: GenerationSettings) -> float:
         return settings.renoise_alpha2 or self.bundle.prompt_generator.config.inference_alpha2
 
+    def guidance_scale(self, settings: GenerationSettings) -> float:
+        """The classifier-guidance scale s: --guidance; else, with the steer on, the steer's (its latents pushed far
+        enough for it to read them); else DEFAULT_GUIDANCE_SCALE (so --steer 0 is the bundle without its steer)."""
+        if settings.guidance_scale is not None:
+            return settings.guidance_scale
+        steer = self.bundle.steer
+        if steer is not None and steer.config.guidance_scale is not None and self.steer_strength(settings):
+            return steer.config.guidance_scale
+        return DEFAULT_GUIDANCE_SCALE
+
     def steer_strength(self, settings: GenerationSettings) -> float:
         steer = self.bundle.steer
         if settings.steer is None:
@@ -236,13 +249,14 @@ class Pipeline:
             {"name": t.requested or t.label, "classifier": t.name, "label": t.label, "weight": t.weight, "avoid": t.avoid}
             for t in targets
         ]
-        scale = settings.guidance_scale if targets else 0.0
+        scale = self.guidance_scale(settings) if targets else 0.0
         return {"attrs": attrs, "scale": scale, "cfg": settings.cfg, "steps": settings.steps, "sampler": settings.sampler}
 
     def _settings_key(self, targets, settings: GenerationSettings) -> str:
         fields = asdict(settings)
         del fields["batch_size"], fields["seed"]  # neither changes a record's content given its own seed (part of the id)
         del fields["steer"]  # keyed by its effective strength, and only when on: records without a steer keep their ids
+        fields["guidance_scale"] = self.guidance_scale(settings)  # the effective scale: explicit and default 7 key alike
         if strength := self.steer_strength(settings):
             fields["steer"] = strength
         return json.dumps([self._guidance_block(targets, settings), fields, self.bundle.sha256], sort_keys=True)

@@ -32,6 +32,7 @@ class SteerConfig:
     soft_prompt: bool = False  # trained on states taken with the bundle's soft prompt in place
     nucleus: bool = True  # at generation, re-rank only the candidates inside the base LM's top-p nucleus
     augmentation_shift: float = 3.0  # log-SNR shift of the noise augmentation of z (as the prompt generator's)
+    guidance_scale: float | None = None  # the classifier-guidance scale generation uses with this steer unless --guidance is given
 
 
 class LatentSteer(nn.Module):

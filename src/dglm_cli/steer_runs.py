@@ -156,14 +156,17 @@ def _soft_prompts(bundle: Bundle, corpus: LatentCorpus) -> Callable[[torch.Tenso
     return soft_prompts
 
 
-def export_steer(run_dir: Path, out: Path, overwrite: bool = False, half: bool = False, strength: float | None = None) -> Path:
+def export_steer(run_dir: Path, out: Path, overwrite: bool = False, half: bool = False, strength: float | None = None,
+                 guidance_scale: float | None = None) -> Path:
     """Write the run's best steer into the bundle `out`, which must hold the decoder it was trained for;
-    `strength` replaces the run's default strength."""
+    `strength` replaces the run's default strength, `guidance_scale` the default guidance scale while it is on."""
     spec = load_steer_run(run_dir)
-    if strength is not None:
-        if not (math.isfinite(strength) and strength >= 0):
-            raise InputError("--steer-strength must be a finite number >= 0")
-        spec = replace(spec, model={**spec.model, "strength": strength})
+    for name, flag, value in (("strength", "--steer-strength", strength), ("guidance_scale", "--steer-guidance", guidance_scale)):
+        if value is None:
+            continue
+        if not (math.isfinite(value) and value >= 0):
+            raise InputError(f"{flag} must be a finite number >= 0")
+        spec = replace(spec, model={**spec.model, name: value})
     out = find_bundle(out)
     if bundle_identity(out, spec.cache_config.soft_prompt) != spec.identity:
         raise InputError(f"{run_dir} trained a steer for {spec.bundle}; {out} has another decoder, encoder or prompt generator")
@@ -194,6 +197,7 @@ def _card_section(run_dir: Path, spec: SteerRunSpec, extra: dict) -> str:
     return "\n".join([
         "## steer", "",
         f"- trained with `dglm train-steer` on {spec.corpus}: best validation loss {extra['best_loss'].item():.4f} at step {int(extra['best_step'])}",
-        f"- K = {config.candidates} candidates, rank {config.rank}, default strength {config.strength:g}, soft prompt {'on' if config.soft_prompt else 'off'}",
+        f"- K = {config.candidates} candidates, rank {config.rank}, default strength {config.strength:g}"
+        f"{f', default guidance scale {config.guidance_scale:g}' if config.guidance_scale is not None else ''}, soft prompt {'on' if config.soft_prompt else 'off'}",
         f"- last validation (nats per token over the candidates): {shown or 'none'}", "",
     ])

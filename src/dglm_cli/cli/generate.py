@@ -31,7 +31,7 @@ def generate(
     prompts: Annotated[str | None, typer.Option(help=PROMPTS_FILE_HELP)] = None,
     attr: Annotated[list[str], typer.Option("--attr", "-a", help="Steer toward an attribute: LABEL, LABEL:WEIGHT or CLASSIFIER:LABEL[:WEIGHT] (repeatable).")] = [],
     avoid: Annotated[list[str], typer.Option(help="Steer away from an attribute, same syntax as --attr (repeatable).")] = [],
-    guidance: Annotated[float, typer.Option(help="Classifier-guidance scale s (0 = unguided).")] = 7.0,
+    guidance: Annotated[float | None, typer.Option(help="Classifier-guidance scale s (0 = unguided; default: the bundle's steer's, else 7).")] = None,
     cfg: Cfg = 1.0,
     decoder_cfg: DecoderCfg = 1.0,
     steer: Steer = None,

@@ -260,6 +260,7 @@ def export(
     force: Force = False,
     half: Annotated[bool, typer.Option("--half", help="Store the heads and adapters as float16 (half the size; loaded as float32).")] = False,
     steer_strength: Annotated[float | None, typer.Option(help="The exported steer's default --steer strength (default: the run's --strength).")] = None,
+    steer_guidance: Annotated[float | None, typer.Option(help="The classifier-guidance scale generation uses by default while the exported steer is on (default: the run's, or 7).")] = None,
 ) -> None:
     """Export the EMA weights of a diffusion run and a decoder run as a bundle (a diffusion run alone: the
     decoder's LM as it is, no soft prompt); a steer run's best steer goes into that bundle, or alone into
@@ -275,8 +276,8 @@ def export(
         raise InputError(f"{len(steers)} steer runs given; a bundle holds one steer")
     path = export_bundle(heads, out, overwrite=force, half=half) if heads else out
     if steers:
-        export_steer(steers[0], path, overwrite=force or bool(heads), half=half, strength=steer_strength)
-    elif steer_strength is not None:
-        raise InputError("--steer-strength needs a steer run to export")
+        export_steer(steers[0], path, overwrite=force or bool(heads), half=half, strength=steer_strength, guidance_scale=steer_guidance)
+    elif steer_strength is not None or steer_guidance is not None:
+        raise InputError(f"{'--steer-strength' if steer_strength is not None else '--steer-guidance'} needs a steer run to export")
     stderr.print(f"exported {', '.join(map(str, runs))}")
     typer.echo(str(path))
