@@ -69,7 +69,7 @@ def test_strength_zero_is_the_bundle_without_a_steer(steered_bundle):
     assert record["meta"]["steer"] == 1.0
 
 
-def test_a_steer_s_guidance_scale_is_the_default_while_it_is_on(steered_bundle, tmp_path):
+def test_a_steer_s_guidance_scale_is_the_default_while_it_is_on(steered_bundle):
     steered, original = steered_bundle
     steer = load_bundle(steered).steer
     steer.config.guidance_scale = 30.0

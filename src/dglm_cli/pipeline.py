@@ -256,7 +256,7 @@ class Pipeline:
         fields = asdict(settings)
         del fields["batch_size"], fields["seed"]  # neither changes a record's content given its own seed (part of the id)
         del fields["steer"]  # keyed by its effective strength, and only when on: records without a steer keep their ids
-        fields["guidance_scale"] = self.guidance_scale(settings)  # the effective scale: explicit and default 7 key alike
+        fields["guidance_scale"] = self.guidance_scale(settings)  # keyed by the effective scale: --guidance 7 and the default 7 give one id
         if strength := self.steer_strength(settings):
             fields["steer"] = strength
         return json.dumps([self._guidance_block(targets, settings), fields, self.bundle.sha256], sort_keys=True)
