@@ -124,6 +124,16 @@ def test_output_file_that_is_not_records_is_left_alone(tiny_bundle, tmp_path):
     assert result.exit_code != 0 and out.read_text() == "my precious notes\n"
 
 
+def test_a_reader_that_closes_the_pipe_ends_generate_quietly(tiny_bundle):
+    """`dglm generate ... | head -c 1`: exit 0 and no traceback once the reader is gone."""
+    generate = subprocess.Popen([sys.executable, "-m", "dglm_cli", "generate", "--bundle", str(tiny_bundle), "-p", "Hi", "-n", "64", *FAST, "-q"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    generate.stdout.read(1)
+    generate.stdout.close()  # the reader goes away while records are still being written
+    stderr = generate.stderr.read().decode()
+    assert generate.wait(timeout=300) == 0 and "Traceback" not in stderr, stderr
+
+
 def test_bundle_tiny_and_info(tmp_path):
     result = invoke("bundle", "tiny", tmp_path / "b", "--decoder", "llama")
     assert result.exit_code == 0, result.output

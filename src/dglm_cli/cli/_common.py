@@ -30,14 +30,14 @@ def user_errors(function: Callable) -> Callable:
             fail(str(error), error.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except BrokenPipeError:  # an OSError, so caught before the clause below
+            sys.stderr.close()  # downstream closed the pipe (e.g. `| head`): stop quietly
+            raise typer.Exit(0) from None
         except OSError as error:  # a file or device the user pointed at: unreadable, unwritable, full disk
-            if os.environ.get("DGLM_DEBUG") or isinstance(error, BrokenPipeError):
+            if os.environ.get("DGLM_DEBUG"):
                 raise
             where = f": {error.filename}" if error.filename else ""
             fail(f"{error.strerror or first_line(error)}{where}", 1)
-        except BrokenPipeError:
-            sys.stderr.close()  # downstream closed the pipe (e.g. `| head`): stop quietly
-            raise typer.Exit(0) from None
 
     return wrapper
 
