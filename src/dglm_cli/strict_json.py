@@ -15,6 +15,11 @@ def dumps(data, **kwargs) -> str:
     return json.dumps(data, allow_nan=False, **kwargs)
 
 
+def jsonl_line(data) -> str:
+    """One JSONL line of a measurement record: `finite`, then `dumps`, then a newline."""
+    return dumps(finite(data)) + "\n"
+
+
 def finite(data):
     """A copy of a JSON-able structure with every NaN or infinite float replaced by None."""
     if isinstance(data, float):

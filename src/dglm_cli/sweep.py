@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dglm_cli import scoring, strict_json
 from dglm_cli.errors import InputError
-from dglm_cli.files import atomic_file
+from dglm_cli.files import atomic_file, write_json
 from dglm_cli.pipeline import AttributeTarget, GenerationSettings, Pipeline
 from dglm_cli.records import Prompt
 
@@ -78,7 +78,7 @@ class Sweep:
 
     @property
     def guide(self) -> str:
-        return f"clf:{self.target.name}"
+        return guide_name(self.target)
 
     def run(self, prompts: Sequence[Prompt], out_dir: Path, max_disagreement: float = scoring.MAX_DISAGREEMENT,
             on_progress: Callable[[int], None] | None = None) -> SweepResult:
@@ -95,7 +95,7 @@ class Sweep:
                 for record in records:
                     record["sweep"] = {"scale": point.guidance_scale, "steer": strength}
                 batch = [scoring.Item(i, r, r["prompt"], r["continuation"]) for i, r in enumerate(records, 1)]
-                scoring.run(batch, self.scorers, evaluation, base.batch_size, lambda r: records_file.write(strict_json.dumps(strict_json.finite(r)) + "\n"))
+                scoring.run(batch, self.scorers, evaluation, base.batch_size, lambda r: records_file.write(strict_json.jsonl_line(r)))
         summary = evaluation.summary(self.scorers.info(), self.scorers.labelers, attribute=self.attribute, judge=self.judge, settings=vars(base))
         label = self.target.label
         rows = [sweep_row(group["key"], group, self.judge, self.guide, label, took) for group, took in zip(summary["groups"], seconds)]
@@ -112,8 +112,13 @@ def prepare(pipeline: Pipeline, attr: str, settings: Grid, ppl_model: str | None
     target = pipeline.targets([attr])[0]
     strengths = [pipeline.steer_strength(point) for point in settings.points]
     scorers = load_scorers(pipeline, target, ppl_model, no_ppl, scorer_specs, settings.base.batch_size)
-    chosen, warning = pick_judge(scorers, judge, f"clf:{target.name}", target.label)
+    chosen, warning = pick_judge(scorers, judge, guide_name(target), target.label)
     return Sweep(pipeline, attr, target, settings, strengths, scorers, chosen, warning)
+
+
+def guide_name(target: AttributeTarget) -> str:
+    """The guiding classifier's scorer name."""
+    return f"clf:{target.name}"
 
 
 def load_scorers(pipeline: Pipeline, target: AttributeTarget, ppl_model: str | None, no_ppl: bool, specs: Sequence[str],
@@ -153,7 +158,7 @@ def sweep_row(point: dict, group: dict, judge: str, guide: str, label: str, seco
 
     def rate(scorer: str) -> dict:
         rates = group["attributes"].get(scorer, {})
-        own = next((k for k in rates if k.lower() == label.lower()), None)
+        own = scoring.matching_label(list(rates), label)
         return rates[own] if own else {"rate": None, "low": None, "high": None}
 
     judged, guided = rate(judge), rate(guide)
@@ -174,9 +179,7 @@ def write_outputs(out_dir: Path, rows: list[dict], summary: dict, attribute: str
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-    with atomic_file(out_dir / "summary.json", "w", encoding="utf-8") as f:
-        f.write(strict_json.dumps(strict_json.finite({**summary, "rows": rows}), indent=2))
-        f.write("\n")
+    write_json(out_dir / "summary.json", strict_json.finite({**summary, "rows": rows}))
     plot_tradeoff(rows, out_dir / "sweep.png", attribute, judge, _ppl_model_name(summary))
 
 

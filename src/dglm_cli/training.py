@@ -221,7 +221,7 @@ class Trainer:
     def log(self, metrics: dict) -> None:
         if self.accelerator.is_main_process:
             with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(strict_json.dumps(strict_json.finite(metrics)) + "\n")
+                f.write(strict_json.jsonl_line(metrics))
 
     # ------------------------------------------------------------ checkpoints
 

@@ -109,7 +109,7 @@ def _input(file: str):
 def _record_sink(output: Path | None, to_stdout: bool):
     """A function that writes one scored record; a file appears (by rename) only when scoring succeeds."""
     if to_stdout:
-        yield lambda record: (sys.stdout.write(strict_json.dumps(strict_json.finite(record)) + "\n"), sys.stdout.flush())
+        yield lambda record: (sys.stdout.write(strict_json.jsonl_line(record)), sys.stdout.flush())
         return
     if output is None:
         yield lambda record: None
@@ -117,7 +117,7 @@ def _record_sink(output: Path | None, to_stdout: bool):
     from dglm_cli.files import atomic_file
 
     with atomic_file(output, "w", encoding="utf-8") as tmp:
-        yield lambda record: tmp.write(strict_json.dumps(strict_json.finite(record)) + "\n")
+        yield lambda record: tmp.write(strict_json.jsonl_line(record))
 
 
 def _first(items, limit: int | None):
