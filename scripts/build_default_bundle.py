@@ -255,6 +255,22 @@ def generate_and_score(bundle: Path, prompts: Path, samples: int, out: Path, *op
     return json.loads(dglm("score", out, "--bundle", bundle, "--json", "-q", stdout=subprocess.PIPE).stdout)
 
 
+def guided_rows(bundle: Path, prompts: Path, out_dir: Path, tag: str, point: dict, *options: object) -> list[dict]:
+    """Generate 2 samples per prompt guided toward each of ATTRIBUTES with `options` and score them: one row per
+    attribute, `point` with its VADER rate and perplexity median (records in OUT_DIR/ATTRIBUTE-TAG.jsonl)."""
+    rows = []
+    for name, attr in ATTRIBUTES.items():
+        scored = generate_and_score(bundle, prompts, 2, out_dir / f"{name}-{tag}.jsonl", *options, *attr)["groups"][0]
+        rows.append({**point, "attr": name, "vader": rate(scored, "vader", name), "ppl": scored["perplexity"]["median"]})
+    print(json.dumps(rows), flush=True)
+    return rows
+
+
+def within_ppl(rows: list[dict], plain: float) -> bool:
+    """Every row's perplexity within MAX_PPL_RATIO of the plain LM's."""
+    return all(row["ppl"] <= MAX_PPL_RATIO * plain for row in rows)
+
+
 def stage_strength(work: Path, run: Path, bundle: Path, seed: int) -> tuple[float, list[dict]]:
     """Export the steer at the largest of STRENGTHS whose guided text (both attributes) stays within MAX_PPL_RATIO
     of the plain LM's perplexity, on prefixes of held-out VADER sentences; the measured curve is returned."""
@@ -267,12 +283,8 @@ def stage_strength(work: Path, run: Path, bundle: Path, seed: int) -> tuple[floa
     plain = generate_and_score(bundle, prompts, 2, work / "eval" / "strength" / "plain.jsonl", "--steer", 0)["groups"][0]
     curve = [{"steer": 0.0, "attr": "none", "vader": rate(plain, "vader", "positive"), "ppl": plain["perplexity"]["median"]}]
     for strength in STRENGTHS:
-        for name, attr in ATTRIBUTES.items():
-            out = work / "eval" / "strength" / f"{name}-{strength:g}.jsonl"
-            scored = generate_and_score(bundle, prompts, 2, out, "--steer", strength, *attr)["groups"][0]
-            curve.append({"steer": strength, "attr": name, "vader": rate(scored, "vader", name), "ppl": scored["perplexity"]["median"]})
-        print(json.dumps(curve[-2:]), flush=True)
-    fluent = [s for s in STRENGTHS if all(p["ppl"] <= MAX_PPL_RATIO * curve[0]["ppl"] for p in curve if p["steer"] == s)]
+        curve += guided_rows(bundle, prompts, work / "eval" / "strength", f"{strength:g}", {"steer": strength}, "--steer", strength)
+    fluent = [s for s in STRENGTHS if within_ppl([p for p in curve if p["steer"] == s], curve[0]["ppl"])]
     chosen = max(fluent, default=min(STRENGTHS))
     dglm("export", run, "--out", bundle, "--force", "--half", "--steer-strength", chosen)
     return chosen, curve
@@ -285,16 +297,12 @@ def stage_guidance(work: Path, run: Path, bundle: Path, chosen: float, curve: li
     prompts, plain = work / "eval" / "strength-prompts.txt", curve[0]["ppl"]
     rows = [{**point, "guidance": DEFAULT_GUIDANCE_SCALE} for point in curve if point["steer"] == chosen]
     for scale in GUIDANCE_SCALES[1:]:
-        for name, attr in ATTRIBUTES.items():
-            out = work / "eval" / "guidance" / f"{name}-{scale:g}.jsonl"
-            scored = generate_and_score(bundle, prompts, 2, out, "--steer", chosen, "--guidance", scale, *attr)["groups"][0]
-            rows.append({"steer": chosen, "guidance": scale, "attr": name, "vader": rate(scored, "vader", name), "ppl": scored["perplexity"]["median"]})
-        print(json.dumps(rows[-2:]), flush=True)
+        rows += guided_rows(bundle, prompts, work / "eval" / "guidance", f"{scale:g}", {"steer": chosen, "guidance": scale},
+                            "--steer", chosen, "--guidance", scale)
 
     def merit(scale: float) -> float:
         measured = [row for row in rows if row["guidance"] == scale]
-        fluent = all(row["ppl"] <= MAX_PPL_RATIO * plain for row in measured)
-        return sum(row["vader"] for row in measured) / len(measured) if fluent else -1.0
+        return sum(row["vader"] for row in measured) / len(measured) if within_ppl(measured, plain) else -1.0
 
     best = max(GUIDANCE_SCALES, key=merit)  # the first of equals: the smaller scale
     dglm("export", run, "--out", bundle, "--force", "--half", "--steer-strength", chosen, "--steer-guidance", best)
