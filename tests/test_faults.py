@@ -232,6 +232,7 @@ CASES = [
     *(Case(f"generate{flag}={value}", [*GEN, flag, value], INPUT, fragment) for flag, value, fragment in [
         ("--attr", "positive:nan", "finite"), ("--attr", "positive:inf", "finite"), ("--attr", "positive:-1", "use --avoid"),
         ("--avoid", "positive:1e999", "finite"), ("--attr", "positive:5000", "the weight must be in (0, 1000]"),
+        ("--attr", "a:b:c:2", "cannot parse attribute 'a:b:c:2'"), ("--avoid", ":positive", "cannot parse attribute"),
         ("--guidance", "inf", "--guidance must be a finite number"), ("--guidance", "nan", "finite"), ("--guidance", "-1", "--guidance must be >= 0"),
         ("--cfg", "nan", "--cfg must be a finite number"), ("--cfg", "-5", "--cfg must be >= 0"), ("--decoder-cfg", "inf", "--decoder-cfg"),
         ("--steer", "nan", "--steer must be a finite number"), ("--steer", "-1", "--steer must be >= 0"),

@@ -1,12 +1,20 @@
-"""Attribute names from the command line (`positive`, `sentiment:positive:2`) resolved to guidance targets."""
+"""Attribute names from the command line (`positive`, `sentiment:positive:2`) resolved to guidance targets.
+
+Parsing needs no torch (the CLI checks --attr before any model loads); resolving imports it.
+"""
+
+from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from dglm_cli.classifier import LinearClassifier
 from dglm_cli.errors import InputError
-from dglm_cli.guidance import AttributeTarget
 from dglm_cli.validation import weighted_name
+
+if TYPE_CHECKING:
+    from dglm_cli.classifier import LinearClassifier
+    from dglm_cli.guidance import AttributeTarget
 
 
 @dataclass(frozen=True)
@@ -23,7 +31,7 @@ class AttributeSpec:
         return f"{self.classifier}:{self.label}" if self.classifier else self.label
 
     @classmethod
-    def parse(cls, text: str, avoid: bool = False) -> "AttributeSpec":
+    def parse(cls, text: str, avoid: bool = False) -> AttributeSpec:
         parts, weight = weighted_name(text)  # the weight: finite, positive, in range (dglm_cli.validation)
         if not 1 <= len(parts) <= 2 or not all(p.strip() for p in parts):
             raise InputError(f"cannot parse attribute {text!r}: expected LABEL, LABEL:WEIGHT or CLASSIFIER:LABEL[:WEIGHT]")
@@ -41,6 +49,8 @@ def resolve(
     `refused` holds classifiers that cannot be used (name -> (labels, reason)); a spec that only
     they would answer fails with their reason.
     """
+    from dglm_cli.guidance import AttributeTarget
+
     matches = [
         (name, c) for name, c in classifiers.items()
         if spec.label in c.labels and spec.classifier in (None, name)

@@ -79,6 +79,15 @@ def bundle_encoder_config(path: Path) -> EncoderConfig:
     return config_from_dict(EncoderConfig, read_json(path / "encoder" / CONFIG), "encoder/config.json")
 
 
+def bundle_model_configs(path: Path) -> tuple[EncoderConfig, DecoderConfig]:
+    """A bundle's encoder and decoder configs, their model references checked to stay inside the bundle."""
+    encoder_config = bundle_encoder_config(path)
+    decoder_config = config_from_dict(DecoderConfig, read_json(path / "decoder" / CONFIG), "decoder/config.json")
+    check_reference(path, encoder_config.reference, "encoder")
+    check_reference(path, decoder_config.reference, "decoder")
+    return encoder_config, decoder_config
+
+
 # ---------------------------------------------------------------- bundles
 
 
@@ -147,10 +156,7 @@ def load_bundle(name_or_path: str | Path, device: str | torch.device = "cpu", ve
         verify_files(path, manifest)
     else:
         check_closed(path, manifest)
-    encoder_config = bundle_encoder_config(path)
-    decoder_config = config_from_dict(DecoderConfig, read_json(path / "decoder" / CONFIG), "decoder/config.json")
-    check_reference(path, encoder_config.reference, "encoder")
-    check_reference(path, decoder_config.reference, "decoder")
+    encoder_config, decoder_config = bundle_model_configs(path)
     stats = load_stats(path / "encoder" / "latent_stats.safetensors", device)
     denoiser = load_module(path / "denoiser", Denoiser, DenoiserConfig, device)
     prompt_generator = load_module(path / "prompt_generator", PromptGenerator, PromptGeneratorConfig, device)

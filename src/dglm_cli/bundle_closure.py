@@ -61,17 +61,16 @@ def check_closed(root: Path, manifest: dict) -> dict[str, str]:
     real_root = root.resolve()
     for directory, dirnames, filenames in os.walk(root):
         here = Path(directory)
-        top = here == root
-        if top:
+        if here == root:  # dot-entries at the top (a loader's lock or cache) are not the bundle's
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in [*dirnames, *filenames]:
+            filenames = [f for f in filenames if not f.startswith(".")]
+        for name in dirnames + filenames:
             path = here / name
-            relative = path.relative_to(root).as_posix()
-            if top and name.startswith("."):
-                continue
             if path.is_symlink() and not path.resolve().is_relative_to(real_root):
-                raise BundleError(f"bundle {root}: {relative} is a symbolic link out of the bundle")
-            if name in filenames and not (top and name == MANIFEST) and relative not in files:
+                raise BundleError(f"bundle {root}: {path.relative_to(root).as_posix()} is a symbolic link out of the bundle")
+        for name in filenames:
+            relative = (here / name).relative_to(root).as_posix()
+            if relative != MANIFEST and relative not in files:
                 raise BundleError(f"bundle {root}: {relative} is not listed in the manifest (dglm reads only files the manifest lists with their sha256)")
     return files
 

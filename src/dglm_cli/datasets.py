@@ -9,14 +9,13 @@ checks the sha256 of the sdist, of the inner archive and of each extracted file,
 import hashlib
 import io
 import random
-import subprocess
-import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from dglm_cli.errors import AssetError, InputError
+from dglm_cli.fetch import pip_download
 from dglm_cli.files import write_bytes
 from dglm_cli.paths import dglm_home
 
@@ -73,7 +72,7 @@ def _parse(path: Path, domain: str) -> list[VaderRow]:
 
 def _extract_ground_truth(directory: Path) -> None:
     with tempfile.TemporaryDirectory() as download:
-        sdist = _download_sdist(Path(download)).read_bytes()
+        sdist = pip_download(VADER_REQUIREMENT, Path(download), sdist=True).read_bytes()
     _check_sha256(sdist, VADER_SDIST_SHA256, VADER_SDIST)
     with tarfile.open(fileobj=io.BytesIO(sdist)) as outer:
         archive = outer.extractfile(VADER_ARCHIVE).read()
@@ -84,16 +83,6 @@ def _extract_ground_truth(directory: Path) -> None:
             data = inner.extractfile(f"hutto_ICWSM_2014/{name}").read()
             _check_sha256(data, digest, name)
             write_bytes(directory / name, data)
-
-
-def _download_sdist(directory: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(directory), VADER_REQUIREMENT]
-    result = subprocess.run(command, capture_output=True, text=True)
-    path = directory / VADER_SDIST
-    if result.returncode != 0 or not path.is_file():
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise AssetError(f"could not download {VADER_REQUIREMENT} with pip: {last}")
-    return path
 
 
 def _check_sha256(data: bytes, expected: str, what: str) -> None:

