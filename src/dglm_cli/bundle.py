@@ -79,10 +79,14 @@ def bundle_encoder_config(path: Path) -> EncoderConfig:
     return config_from_dict(EncoderConfig, read_json(path / "encoder" / CONFIG), "encoder/config.json")
 
 
+def bundle_decoder_config(path: Path) -> DecoderConfig:
+    return config_from_dict(DecoderConfig, read_json(path / "decoder" / CONFIG), "decoder/config.json")
+
+
 def bundle_model_configs(path: Path) -> tuple[EncoderConfig, DecoderConfig]:
     """A bundle's encoder and decoder configs, their model references checked to stay inside the bundle."""
     encoder_config = bundle_encoder_config(path)
-    decoder_config = config_from_dict(DecoderConfig, read_json(path / "decoder" / CONFIG), "decoder/config.json")
+    decoder_config = bundle_decoder_config(path)
     check_reference(path, encoder_config.reference, "encoder")
     check_reference(path, decoder_config.reference, "decoder")
     return encoder_config, decoder_config
@@ -180,7 +184,7 @@ def read_decoder_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str,
     against the manifest: what a decoder run may start from instead of random weights."""
     manifest = read_manifest(path)
     verify_files(path, manifest)
-    decoder_config = config_from_dict(DecoderConfig, read_json(path / "decoder" / CONFIG), "decoder/config.json")
+    decoder_config = bundle_decoder_config(path)
     adapter = read_tensors(path / ADAPTER) if decoder_config.adapter_rank else None
     return read_tensors(path / "prompt_generator" / WEIGHTS), adapter
 

@@ -18,15 +18,13 @@ from pathlib import Path
 import torch
 
 from dglm_cli import assets
-from dglm_cli.bundle import Bundle, add_steer, find_bundle, load_bundle, read_manifest, write_model_card
+from dglm_cli.bundle import Bundle, add_steer, bundle_decoder_config, find_bundle, load_bundle, read_manifest, write_model_card
 from dglm_cli.checkpoints import load_checkpoint
 from dglm_cli.config import config_from_dict
 from dglm_cli.corpus import CorpusConfig, LatentCorpus, load_corpus
-from dglm_cli.decoder import DecoderConfig
 from dglm_cli.errors import BundleError, InputError
 from dglm_cli.files import read_json, write_json
 from dglm_cli.lm_states import StateCacheConfig, cache_states, load_states, states_key
-from dglm_cli.loaders import CONFIG
 from dglm_cli.rng import RecordRNG
 from dglm_cli.runs import RUN_FILE, bundle_references, cached_corpus, default_device, last_metrics
 from dglm_cli.schedule import diffuse
@@ -93,7 +91,7 @@ def create_steer_run(
         raise InputError("--epochs must be at least 1")
     path = find_bundle(bundle_name).resolve()
     encoder_ref, decoder_ref, encoder_dim = bundle_references(str(path))
-    decoder_width = config_from_dict(DecoderConfig, read_json(path / "decoder" / CONFIG), "decoder/config.json").embedding_dim
+    decoder_width = bundle_decoder_config(path).embedding_dim
     steer = replace(steer, latent_dim=encoder_dim, hidden_dim=decoder_width)
     corpus_dir, _, _ = cached_corpus(corpus_path, encoder_ref, decoder_ref, corpus_config, on_encode)
     corpus_meta = read_json(corpus_dir / "corpus.json")
