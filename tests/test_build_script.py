@@ -38,7 +38,7 @@ def distill(build, tmp_path: Path, minutes: float, batch_size: int = 4) -> list[
 
 
 def test_caching_time_is_timed_per_row(build, tiny_decoder):
-    rows = [("The train was", "positive", "I love it."), ("I loved every", "negative", "I hate it.")]
+    rows = [("The train was", "positive", build.MOODS["positive"][0]), ("I loved every", "negative", build.MOODS["negative"][1])]
     seconds = build.caching_seconds_per_pair(tiny_decoder, rows, [" late again today", ""])  # an empty continuation is not cached
     assert 0 < seconds < 10
 
@@ -47,6 +47,9 @@ def test_distill_writes_every_row_when_its_share_allows(build, tiny_decoder, tmp
     rows = distill(build, tmp_path, minutes=60)
     assert len(rows) == 2 * len(SENTENCES)  # every prefix in both moods
     assert {row["mood"] for row in rows} == set(build.MOODS)
+    row = rows[0]  # each hidden sentence has its parallel in the other mood: the pair's contrast
+    contrast = build.contrast_of(row["mood"], row["context"])
+    assert contrast != row["context"] and build.contrast_of(next(m for m in build.MOODS if m != row["mood"]), contrast) == row["context"]
 
 
 def test_distill_stops_where_caching_what_it_wrote_would_pass_its_share(build, tiny_decoder, tmp_path, monkeypatch):

@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 
 from dglm_cli.bundle import add_steer, load_bundle
 from dglm_cli.cli import app
-from dglm_cli.corpus import CorpusConfig, build_corpus, read_documents
+from dglm_cli.corpus import CorpusConfig, build_corpus, load_corpus, read_documents, save_corpus
 from dglm_cli.decoder import DecoderConfig, SoftPromptDecoder
 from dglm_cli.lm_states import StateCacheConfig, cache_states, load_states
 from dglm_cli.pipeline import GenerationSettings, Pipeline
 from dglm_cli.rng import RecordRNG
-from dglm_cli.steer import BoundSteer, LatentSteer, SteerConfig, candidate_losses, output_logits
+from dglm_cli.steer import BoundSteer, LatentSteer, SteerConfig, Teacher, candidate_losses, output_logits
 from dglm_cli.tiny import ENCODER_DIM, SENTENCES, tiny_lm
 from test_training import invoke, metrics, soup, validations  # noqa: F401  (soup is a fixture)
 
@@ -246,20 +246,45 @@ def test_steer_run_resumes_after_sigkill_as_if_uninterrupted(soup, soup_bundle, 
 def test_pairs_with_a_context_cache_the_teacher(tmp_path, tiny_encoder):
     decoder = decoder_of("llama")
     path = tmp_path / "pairs.jsonl"
-    path.write_text("".join(json.dumps({"prefix": s[:12], "continuation": s[12:], "context": SENTENCES[i - 1]}) + "\n"
+    path.write_text("".join(json.dumps({"prefix": s[:12], "continuation": s[12:], "context": SENTENCES[i - 1], "contrast": SENTENCES[i - 2]}) + "\n"
                             for i, s in enumerate(SENTENCES)))
     corpus = build_corpus(read_documents(path), decoder.tokenizer, tiny_encoder, CorpusConfig(max_tokens=8, val_size=2))
-    assert corpus.teacher_prefix_ids is not None and all(corpus.teacher_prefix_ids)
-    states = load_states(cache_states(tmp_path / "states", corpus, decoder, StateCacheConfig(candidates=5, precision="fp32", teacher=True)))
+    assert corpus.teacher_prefix_ids is not None and all(corpus.teacher_prefix_ids) and all(corpus.contrast_prefix_ids)
+    config = StateCacheConfig(candidates=5, precision="fp32", teacher=True, contrast=True)
+    states = load_states(cache_states(tmp_path / "states", corpus, decoder, config))
     tokens, _ = states.tokens_of(torch.tensor([0]))
-    expected = decoder.continuation_log_probs(corpus.teacher_prefix_ids[:1], corpus.continuation_ids[:1], states.candidates[tokens].long())
-    assert torch.allclose(states.teacher[tokens].float(), expected, atol=2e-3)
+    for cached, prefixes in ((states.teacher, corpus.teacher_prefix_ids), (states.contrast, corpus.contrast_prefix_ids)):
+        expected = decoder.continuation_log_probs(prefixes[:1], corpus.continuation_ids[:1], states.candidates[tokens].long())
+        assert torch.allclose(cached[tokens].float(), expected, atol=2e-3)
 
-    base, shift = torch.randn(4, 5), torch.zeros(4, 5)
-    target = torch.tensor([0, 1, -1, 4])
-    _, _, same = candidate_losses(base, shift, target, teacher=torch.randn(4, 5), teacher_cfg=0.0)  # g = 0: the teacher is the base
+    saved = tmp_path / "corpus"  # the corpus cache keeps both hidden contexts
+    save_corpus(saved, corpus, {})
+    assert load_corpus(saved).contrast_prefix_ids == corpus.contrast_prefix_ids
+
+
+def test_the_teacher_is_amplified_against_the_base_and_pushed_from_its_contrast():
+    base, shift, target = torch.randn(4, 5), torch.zeros(4, 5), torch.tensor([0, 1, -1, 4])
+    teacher, contrast = torch.randn(4, 5), torch.randn(4, 5)
+    _, _, same = candidate_losses(base, shift, target, Teacher(teacher, cfg=0.0))  # g = 0: the teacher is the base
     entropy = -(base.softmax(-1) * base.log_softmax(-1)).sum(-1)
     assert torch.allclose(same, entropy, atol=1e-5)
+    _, _, plain = candidate_losses(base, shift, target, Teacher(teacher, cfg=2.0))
+    _, _, off = candidate_losses(base, shift, target, Teacher(teacher, cfg=2.0, contrast=contrast, contrast_cfg=0.0))
+    assert torch.equal(plain, off)  # g_c = 0: no contrast
+    ref, t, c = base.log_softmax(-1), teacher.log_softmax(-1), contrast.log_softmax(-1)
+    q = (ref + 2 * (t - ref) + 1.5 * (t - c)).softmax(-1)  # log q = log p + g·(log p_t − log p) + g_c·(log p_t − log p_c)
+    _, _, pushed = candidate_losses(base, shift, target, Teacher(teacher, cfg=2.0, contrast=contrast, contrast_cfg=1.5))
+    assert torch.allclose(pushed, -(q * ref).sum(-1), atol=1e-5)
+
+
+def test_contrast_needs_pairs_with_one(soup, soup_bundle, tmp_path):
+    result = CliRunner().invoke(app, ["train-steer", str(soup / "soup.txt"), "--bundle", str(soup_bundle), "--run", str(tmp_path / "steer"),
+                                      "--contrast-cfg", "2", "-q"])
+    assert result.exit_code == 2 and "--contrast-cfg needs pairs with a 'context' and a 'contrast'" in result.output
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prefix": "a", "continuation": "b", "contrast": "c"}) + "\n")
+    result = CliRunner().invoke(app, ["train-steer", str(pairs), "--bundle", str(soup_bundle), "--run", str(tmp_path / "steer")])
+    assert result.exit_code == 2 and "a 'contrast' needs a 'context'" in result.output
 
 
 def test_a_diffusion_run_alone_exports_a_bundle_that_writes_with_the_plain_lm(soup, soup_bundle, tmp_path):

@@ -48,10 +48,15 @@ class Pair:
     prefix: str
     continuation: str
     context: str | None = None
+    contrast: str | None = None  # a hidden context the continuation was not written after (the steer's teacher is pushed away from it)
 
     def teacher_prefix(self) -> str | None:
         """The prefix as the writer of the continuation read it: the hidden context, a space, the prefix."""
         return None if self.context is None else f"{self.context} {self.prefix}"
+
+    def contrast_prefix(self) -> str | None:
+        """The prefix after the contrasting context, as `teacher_prefix` after the real one."""
+        return None if self.contrast is None else f"{self.contrast} {self.prefix}"
 
 
 Document = str | Pair
@@ -68,6 +73,7 @@ class LatentCorpus:
     stats: LatentStats
     n_val: int
     teacher_prefix_ids: list[list[int]] | None = None  # per example: the context + prefix tokens (empty: no context)
+    contrast_prefix_ids: list[list[int]] | None = None  # per example: the contrast + prefix tokens (empty: no contrast)
 
     def __len__(self) -> int:
         return len(self.prefix_ids)
@@ -96,13 +102,16 @@ def read_documents(path: str | Path) -> list[Document]:
 def _jsonl_document(data: dict, where: str) -> Document:
     if isinstance(data.get("text"), str):
         return data["text"]
-    prefix, continuation, context = data.get("prefix"), data.get("continuation"), data.get("context")
+    prefix, continuation, context, contrast = (data.get(key) for key in ("prefix", "continuation", "context", "contrast"))
     if isinstance(prefix, str) and isinstance(continuation, str):
         if not continuation.strip():
             raise InputError(f"{where}: empty 'continuation'")
-        if context is not None and not isinstance(context, str):
-            raise InputError(f"{where}: 'context' must be a string")
-        return Pair(prefix, continuation, context)
+        for key, value in (("context", context), ("contrast", contrast)):
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"{where}: '{key}' must be a string")
+        if contrast is not None and context is None:
+            raise InputError(f"{where}: a 'contrast' needs a 'context' (the teacher it contrasts with)")
+        return Pair(prefix, continuation, context, contrast)
     raise InputError(f"{where}: no string field 'text' (or 'prefix' and 'continuation')")
 
 
@@ -137,12 +146,12 @@ def build_corpus(
     texts = [doc for doc in documents if isinstance(doc, str)]
     token_lists = [tokenizer(doc, add_special_tokens=False).input_ids for doc in texts]
     chunks = chunk_tokens(token_lists, config.max_tokens, config.min_tokens)
-    examples = [(prefix, continuation, []) for prefix, continuation in split_chunks(chunks, config.splits_per_chunk, generator)]
+    examples = [(prefix, continuation, [], []) for prefix, continuation in split_chunks(chunks, config.splits_per_chunk, generator)]
     examples += tokenize_pairs([doc for doc in documents if isinstance(doc, Pair)], tokenizer, config.max_tokens)
     if len(examples) < 2:
         raise InputError(f"the corpus gives {len(examples)} example(s) (chunks of ≥ {config.min_tokens} tokens or pairs); need at least 2")
     order = torch.randperm(len(examples), generator=generator).tolist()
-    prefix_ids, continuation_ids, teacher_ids = (list(column) for column in zip(*(examples[i] for i in order)))
+    prefix_ids, continuation_ids, teacher_ids, contrast_ids = (list(column) for column in zip(*(examples[i] for i in order)))
     prefixes = tokenizer.batch_decode(prefix_ids, skip_special_tokens=True)
     continuations = tokenizer.batch_decode(continuation_ids, skip_special_tokens=True)
     embeddings = _encode_all(encoder, prefixes + continuations, on_progress)  # (2n, D)
@@ -150,19 +159,21 @@ def build_corpus(
     n_val = min(config.val_size, max(1, len(examples) // 10))
     stats = LatentStats.fit(continuation_embeddings[n_val:])
     return LatentCorpus(prefix_ids, continuation_ids, prefix_embeddings, continuation_embeddings, stats, n_val,
-                        teacher_ids if any(teacher_ids) else None)
+                        teacher_ids if any(teacher_ids) else None, contrast_ids if any(contrast_ids) else None)
 
 
-def tokenize_pairs(pairs: list[Pair], tokenizer, max_tokens: int) -> list[tuple[list[int], list[int], list[int]]]:
-    """Explicit pairs as token ids: the prefix whole, the continuation cut to its first `max_tokens`, and
-    the teacher's prefix (context + prefix; empty without a context)."""
+def tokenize_pairs(pairs: list[Pair], tokenizer, max_tokens: int) -> list[tuple[list[int], list[int], list[int], list[int]]]:
+    """Explicit pairs as token ids: the prefix whole, the continuation cut to its first `max_tokens`, the
+    teacher's prefix (context + prefix; empty without a context) and the contrast's (empty without one)."""
+
+    def ids(text: str | None) -> list[int]:
+        return tokenizer(text, add_special_tokens=False).input_ids if text is not None else []
+
     tokenized = []
     for pair in pairs:
-        continuation = tokenizer(pair.continuation, add_special_tokens=False).input_ids[:max_tokens]
+        continuation = ids(pair.continuation)[:max_tokens]
         if continuation:
-            teacher = pair.teacher_prefix()
-            teacher_ids = tokenizer(teacher, add_special_tokens=False).input_ids if teacher is not None else []
-            tokenized.append((tokenizer(pair.prefix, add_special_tokens=False).input_ids, continuation, teacher_ids))
+            tokenized.append((ids(pair.prefix), continuation, ids(pair.teacher_prefix()), ids(pair.contrast_prefix())))
     return tokenized
 
 
@@ -181,7 +192,8 @@ def corpus_key(documents: list[Document], tokenizer_id: str, encoder_id: str, co
         if isinstance(doc, str):
             raw = doc.encode()
         else:  # a pair without a context keeps the key it had before contexts existed
-            raw = json.dumps([doc.prefix, doc.continuation, *([doc.context] if doc.context is not None else [])]).encode()
+            extra = [doc.context] if doc.contrast is None else [doc.context, doc.contrast]
+            raw = json.dumps([doc.prefix, doc.continuation, *(extra if doc.context is not None else [])]).encode()
         digest.update(hashlib.sha256(raw).digest())
     digest.update(json.dumps([tokenizer_id, encoder_id, asdict(config), FORMAT]).encode())
     return digest.hexdigest()[:20]
@@ -191,15 +203,17 @@ def save_corpus(directory: Path, corpus: LatentCorpus, info: dict) -> None:
     """Write into a temporary sibling directory, then rename: a cache is complete or absent."""
     with staged_dir(directory) as staging:
         tokens = _flatten_ids("prefix", corpus.prefix_ids) | _flatten_ids("continuation", corpus.continuation_ids)
-        if corpus.teacher_prefix_ids is not None:
-            tokens |= _flatten_ids("teacher_prefix", corpus.teacher_prefix_ids)
+        for name, rows in (("teacher_prefix", corpus.teacher_prefix_ids), ("contrast_prefix", corpus.contrast_prefix_ids)):
+            if rows is not None:
+                tokens |= _flatten_ids(name, rows)
         write_tensors(staging / "tokens.safetensors", tokens)
         for shard, start in enumerate(range(0, len(corpus), SHARD_ROWS)):
             rows = slice(start, start + SHARD_ROWS)
             tensors = {"prefix": corpus.prefix_embeddings[rows], "continuation": corpus.continuation_embeddings[rows]}
             write_tensors(staging / f"embeddings-{shard:05d}.safetensors", tensors)
         save_stats(staging / "latent_stats.safetensors", corpus.stats)
-        meta = {"format": FORMAT, "examples": len(corpus), "n_val": corpus.n_val, "contexts": corpus.teacher_prefix_ids is not None, **info}
+        meta = {"format": FORMAT, "examples": len(corpus), "n_val": corpus.n_val, "contexts": corpus.teacher_prefix_ids is not None,
+                "contrasts": corpus.contrast_prefix_ids is not None, **info}
         write_json(staging / "corpus.json", meta)
 
 
@@ -215,6 +229,7 @@ def load_corpus(directory: Path) -> LatentCorpus:
         load_corpus_stats(directory),
         meta["n_val"],
         _unflatten_ids("teacher_prefix", tokens) if "teacher_prefix_ids" in tokens else None,
+        _unflatten_ids("contrast_prefix", tokens) if "contrast_prefix_ids" in tokens else None,
     )
 
 

@@ -8,7 +8,8 @@ without touching the LM (dglm_cli.steer, dglm_cli.training.SteerTrainer).
   shard-00000.safetensors     for SHARD_EXAMPLES corpus rows in order: hidden (N, H) float16, the LM's top-K
                               next tokens candidates (N, K) int32, targets (N,) int32, lengths (rows,) int32,
                               and for a corpus with hidden contexts teacher (N, K) float16: the same LM's
-                              log-probabilities of the candidates given context + prefix (one more forward pass)
+                              log-probabilities of the candidates given context + prefix (one more forward pass),
+                              and with contrasts also contrast (N, K) float16: given contrast + prefix (another)
 
 Each shard is written whole (temporary file, then rename), so an interrupted caching run resumes at
 the first missing shard; about 1.4 KB per continuation token with H = 576 and K = 64.
@@ -39,6 +40,7 @@ class StateCacheConfig:
     batch_size: int = 32
     precision: str = "auto"  # auto: bf16 autocast where it is native (CUDA, CPUs with AVX-512 BF16 or AMX), else fp32
     teacher: bool = False  # also the LM's log-probabilities of the candidates given each example's hidden context
+    contrast: bool = False  # and given its contrasting context (needs the teacher)
 
 
 @dataclass
@@ -50,6 +52,7 @@ class LMStates:
     targets: torch.Tensor  # (N,) int32 token ids
     offsets: torch.Tensor  # (rows + 1,) int64
     teacher: torch.Tensor | None = None  # (N, K) float16 log-probabilities of the candidates given the hidden context
+    contrast: torch.Tensor | None = None  # (N, K) float16 log-probabilities of the candidates given the contrasting context
 
     def tokens_of(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(token indices of these corpus rows (T,), the position in `rows` each token belongs to (T,))."""
@@ -71,6 +74,7 @@ class LMStates:
 def states_key(decoder_identity: str, config: StateCacheConfig) -> str:
     """The cache's name: the digest of the decoder (with the prompt generator when the soft prompt is on) and the settings."""
     settings = [decoder_identity, config.soft_prompt, config.candidates, FORMAT] + (["teacher"] if config.teacher else [])
+    settings += ["contrast"] if config.contrast else []
     return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
 
 
@@ -90,6 +94,8 @@ def cache_states(
         return directory
     if config.teacher and (corpus.teacher_prefix_ids is None or not config.candidates):
         raise InputError("teacher log-probabilities need a corpus whose pairs have a 'context' and K > 0 candidates")
+    if config.contrast and (corpus.contrast_prefix_ids is None or not config.teacher):
+        raise InputError("contrast log-probabilities need a corpus whose pairs have a 'contrast' and a teacher")
     directory.mkdir(parents=True, exist_ok=True)
     n = len(corpus)
     bf16 = config.precision == "bf16" or (config.precision == "auto" and (decoder.device.type == "cuda" or cpu_has_native_bf16()))
@@ -126,6 +132,9 @@ def _shard(rows, corpus: LatentCorpus, decoder: SoftPromptDecoder, config: State
         if config.teacher:
             teacher_ids = [corpus.teacher_prefix_ids[r] for r in batch.tolist()]
             columns.append(decoder.continuation_log_probs(teacher_ids, continuation_ids, states.candidates))
+        if config.contrast:
+            contrast_ids = [corpus.contrast_prefix_ids[r] for r in batch.tolist()]
+            columns.append(decoder.continuation_log_probs(contrast_ids, continuation_ids, states.candidates))
         for row, *values in zip(batch.tolist(), *(c.split(counts) for c in columns)):
             per_row[row] = values
         if on_progress:
@@ -140,6 +149,8 @@ def _shard(rows, corpus: LatentCorpus, decoder: SoftPromptDecoder, config: State
         tensors["candidates"] = torch.cat([v[2] for v in ordered]).int()
     if config.teacher:
         tensors["teacher"] = torch.cat([v[3] for v in ordered]).half()
+    if config.contrast:
+        tensors["contrast"] = torch.cat([v[4] for v in ordered]).half()
     return {k: v.cpu() for k, v in tensors.items()}
 
 
@@ -157,4 +168,5 @@ def load_shards(directory: Path, count: int) -> LMStates:
         targets=torch.cat([s["targets"] for s in shards]),
         offsets=torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]),
         teacher=torch.cat([s["teacher"] for s in shards]) if "teacher" in shards[0] else None,
+        contrast=torch.cat([s["contrast"] for s in shards]) if "contrast" in shards[0] else None,
     )

@@ -18,7 +18,7 @@ from dglm_cli.decoder import SoftPromptDecoder
 from dglm_cli.denoiser import Denoiser
 from dglm_cli.prompt_generator import PromptGenerator
 from dglm_cli.schedule import CosineSchedule, diffuse, logsnr_to_alpha2, v_target
-from dglm_cli.steer import LatentSteer, candidate_losses, output_logits
+from dglm_cli.steer import LatentSteer, Teacher, candidate_losses, output_logits
 
 WEIGHT_STD = 2.4  # scale of the asymmetric loss weight (Kingma & Gao 2023 style)
 
@@ -123,11 +123,11 @@ class SteerObjective(nn.Module):
         """α² = sigmoid(logit(cos²(πt/2)) + 2 ln shift) for t ~ U(0, 1), as the prompt generator is trained."""
         return self.augmentation.alpha2(t)
 
-    def forward(self, hidden, z, candidates, target, teacher=None, teacher_cfg: float = 1.0, steered: bool = True):
-        """hidden (N, H), z (N, D), candidates (N, K) or None, target (N,), teacher (N, K) or None ->
+    def forward(self, hidden, z, candidates, target, teacher: Teacher | None = None, steered: bool = True):
+        """hidden (N, H), z (N, D), candidates (N, K) or None, target (N,), a teacher over the candidates or None ->
         per-token (cross-entropy, KL to the base, cross-entropy against the teacher or None)."""
         delta = self.steer(hidden, z) if steered else torch.zeros_like(hidden)  # (N, H)
         base, shift = output_logits(torch.stack([hidden, delta]), self.weight, candidates)  # (N, K) or (N, V) each
         if self.bias is not None:  # the bias belongs to the base logits only
             base = base + (self.bias[candidates] if candidates is not None else self.bias)
-        return candidate_losses(base, shift, target, teacher, teacher_cfg)
+        return candidate_losses(base, shift, target, teacher)

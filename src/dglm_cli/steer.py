@@ -101,15 +101,37 @@ class BoundSteer:
         return logits.scatter(1, candidates, steered_candidates(logits.gather(1, candidates), shift, self.strength, inside))
 
 
-def candidate_losses(base: torch.Tensor, shift: torch.Tensor, target: torch.Tensor, teacher: torch.Tensor | None = None,
-                     teacher_cfg: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+@dataclass
+class Teacher:
+    """The distribution a steer's loss asks for at each token, over its candidates: the LM given a hidden context
+    (log p_t), amplified like classifier-free guidance against the base LM (log p) and, with a contrast, pushed
+    away from the LM given a contrasting context (log p_c), as classifier-free guidance with a negative prompt:
+
+      log q = log p + g·(log p_t − log p) + g_c·(log p_t − log p_c)     (renormalised)
+    """
+
+    log_probs: torch.Tensor  # (N, K) log p_t of the candidates
+    cfg: float = 1.0  # g
+    contrast: torch.Tensor | None = None  # (N, K) log p_c of the candidates
+    contrast_cfg: float = 0.0  # g_c
+
+    def distribution(self, reference: torch.Tensor) -> torch.Tensor:
+        """q (N, K) from the base LM's log-probabilities of the candidates (N, K)."""
+        teacher = self.log_probs.log_softmax(dim=-1)
+        logits = reference + self.cfg * (teacher - reference)
+        if self.contrast is not None and self.contrast_cfg:
+            logits = logits + self.contrast_cfg * (teacher - self.contrast.log_softmax(dim=-1))
+        return logits.softmax(dim=-1)
+
+
+def candidate_losses(base: torch.Tensor, shift: torch.Tensor, target: torch.Tensor,
+                     teacher: Teacher | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Per-token losses over the candidates at strength 1: the target's cross-entropy, KL(steered ‖ base), and
-    the cross-entropy against a teacher's distribution (None without one).
+    the cross-entropy against the teacher's distribution q (None without a teacher).
 
     base, shift (N, K), or (N, V) over the whole vocabulary; target (N,) the target's index among the
     candidates, −1 where it is not one of them (no cross-entropy there: the steer never ranks it at
-    generation). teacher (N, K): log-probabilities of the candidates under the LM given a hidden context,
-    amplified like classifier-free guidance: q ∝ exp(log p_base + g·(log p_teacher − log p_base)).
+    generation).
     """
     steered = (base + shift).log_softmax(dim=-1)
     reference = base.log_softmax(dim=-1)
@@ -117,5 +139,4 @@ def candidate_losses(base: torch.Tensor, shift: torch.Tensor, target: torch.Tens
     ce = -steered.gather(1, target.clamp(min=0)[:, None]).squeeze(1)  # (N,)
     if teacher is None:
         return ce.masked_fill(target < 0, 0.0), kl, None
-    q = (reference + teacher_cfg * (teacher.log_softmax(dim=-1) - reference)).softmax(dim=-1)  # (N, K)
-    return ce.masked_fill(target < 0, 0.0), kl, -(q * steered).sum(dim=-1)
+    return ce.masked_fill(target < 0, 0.0), kl, -(teacher.distribution(reference) * steered).sum(dim=-1)

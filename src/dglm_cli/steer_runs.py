@@ -83,8 +83,9 @@ def create_steer_run(
 ) -> SteerRunSpec:
     """Encode the corpus with the bundle's models (cached), size the run in epochs and write run.json.
 
-    The LM states are cached with the steer's K candidates and soft-prompt setting, and with the teacher's
-    log-probabilities when the corpus's pairs have hidden contexts."""
+    The LM states are cached with the steer's K candidates and soft-prompt setting, with the teacher's
+    log-probabilities when the corpus's pairs have hidden contexts, and with the contrast's when the run
+    pushes the teacher away from the pairs' contrasting contexts (--contrast-cfg)."""
     if (run_dir / RUN_FILE).exists():
         raise InputError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --run")
     if epochs < 1:
@@ -99,7 +100,10 @@ def create_steer_run(
     train.max_steps, train.eval_every, train.save_every = steps_per_epoch * epochs, steps_per_epoch, steps_per_epoch
     train.validate()
     teacher = bool(corpus_meta.get("contexts")) and steer.candidates > 0  # pairs with hidden contexts: cache the teacher too
-    cache = StateCacheConfig(steer.candidates, steer.soft_prompt, cache_batch_size, teacher=teacher)
+    contrast = teacher and train.contrast_cfg > 0 and train.teacher_weight > 0
+    if train.contrast_cfg > 0 and not (contrast and corpus_meta.get("contrasts")):
+        raise InputError("--contrast-cfg needs pairs with a 'context' and a 'contrast', --teacher-weight > 0 and --candidates > 0")
+    cache = StateCacheConfig(steer.candidates, steer.soft_prompt, cache_batch_size, teacher=teacher, contrast=contrast)
     identity = bundle_identity(path, cache.soft_prompt)
     states = corpus_dir / "lm-states" / states_key(identity, cache)
     spec = SteerRunSpec("steer", str(path), identity, str(corpus_dir), str(states), asdict(steer), asdict(train), asdict(cache))

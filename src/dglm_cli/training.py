@@ -36,7 +36,7 @@ from dglm_cli.prompt_generator import PromptGenerator
 from dglm_cli.rng import RecordRNG
 from dglm_cli.sampler import sample
 from dglm_cli.schedule import diffuse
-from dglm_cli.steer import LatentSteer
+from dglm_cli.steer import LatentSteer, Teacher
 
 KINDS = ("diffusion", "decoder", "steer")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -54,6 +54,7 @@ class TrainConfig:
     kl_weight: float = 0.0  # weight of KL(steered ‖ base) beside the target's cross-entropy (steer runs)
     teacher_weight: float = 0.0  # share of the teacher's cross-entropy in the steer's loss, the target's has the rest
     teacher_cfg: float = 1.0  # g: the teacher's distribution amplified as log p_base + g·(log p_teacher − log p_base)
+    contrast_cfg: float = 0.0  # g_c: and pushed away from the LM given a pair's contrast, + g_c·(log p_teacher − log p_contrast)
     patience: int = 0  # stop after this many validations without a better loss (0: never; steer runs)
     warmup_steps: int = 100
     weight_decay: float = 0.1  # on matrices only, not on biases, gains or the null embedding
@@ -460,13 +461,20 @@ class SteerTrainer(Trainer):
         self.best_weights = {k: v.detach().clone() for k, v in steer.state_dict().items()}
 
     def tokens(self, rows: torch.Tensor) -> tuple:
-        """(hidden (T, H), candidates (T, K) or None, target index (T,), teacher (T, K) or None, the row of each
-        token (T,)) of these rows' tokens."""
+        """(hidden (T, H), candidates (T, K) or None, target index (T,), the teacher over the candidates or None,
+        the row of each token (T,)) of these rows' tokens."""
         tokens, owner = self.states.tokens_of(rows)
         hidden = self.states.hidden[tokens].to(self.device).float()
         candidates = None if self.states.candidates is None else self.states.candidates[tokens].to(self.device).long()
-        teacher = None if self.states.teacher is None or not self.config.teacher_weight else self.states.teacher[tokens].to(self.device).float()
-        return hidden, candidates, self.states.target_index(tokens).to(self.device), teacher, owner.to(self.device)
+        return hidden, candidates, self.states.target_index(tokens).to(self.device), self.teacher(tokens), owner.to(self.device)
+
+    def teacher(self, tokens: torch.Tensor) -> Teacher | None:
+        """The teacher at these tokens (T,), with its contrast when the run pushes away from one."""
+        states, config = self.states, self.config
+        if states.teacher is None or not config.teacher_weight:
+            return None
+        contrast = states.contrast[tokens].to(self.device).float() if states.contrast is not None and config.contrast_cfg else None
+        return Teacher(states.teacher[tokens].to(self.device).float(), config.teacher_cfg, contrast, config.contrast_cfg)
 
     def noised_latents(self, rows: torch.Tensor, alpha2: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The rows' continuation latents in the bundle's latent space, noised at α² (B,) by noise (B, D) -> (B, D)."""
@@ -475,7 +483,7 @@ class SteerTrainer(Trainer):
     def loss_sums(self, objective, hidden, z, candidates, target, teacher, steered: bool = True) -> dict:
         """Per-token losses summed: the target's cross-entropy, KL to the base, the teacher's cross-entropy
         (with a teacher); and the counts they are averaged over (covered targets, tokens)."""
-        ce, kl, soft = objective(hidden, z, candidates, target, teacher, self.config.teacher_cfg, steered)
+        ce, kl, soft = objective(hidden, z, candidates, target, teacher, steered)
         sums = {"ce": ce.sum(), "kl": kl.sum(), "covered": (target >= 0).sum(), "tokens": len(target)}
         return sums | ({"teacher": soft.sum()} if soft is not None else {})
 

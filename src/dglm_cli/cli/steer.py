@@ -22,6 +22,7 @@ def train_steer(
     kl_weight: Annotated[float, typer.Option(help="Weight of KL(steered ‖ LM) over the candidates beside the target's cross-entropy.")] = 0.0,
     teacher_weight: Annotated[float, typer.Option(help="For pairs with a hidden 'context': the share of the loss that asks for the LM's own distribution given context + prefix (the teacher) instead of the target token.")] = 1.0,
     teacher_cfg: Annotated[float, typer.Option(help="Amplify the teacher like classifier-free guidance: log p + g·(log p_teacher − log p).")] = 1.0,
+    contrast_cfg: Annotated[float, typer.Option(help="For pairs with a 'contrast' (a hidden context the continuation was not written after): also push the teacher away from the LM given contrast + prefix, + g_c·(log p_teacher − log p_contrast), like a negative prompt (0 = off; one more LM pass per example when caching).")] = 0.0,
     epochs: Annotated[int, typer.Option(help="Passes over the training split (the cosine schedule ends here).")] = 10,
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation loss (0 = never); the best steer is exported.")] = 2,
     batch_size: Annotated[int, typer.Option(help="Corpus rows per step (all their continuation tokens).")] = 64,
@@ -58,7 +59,7 @@ def train_steer(
                 raise InputError("give a CORPUS file ('-' for stdin), or --resume an existing run")
             steer = SteerConfig(rank=rank, candidates=candidates, strength=strength, soft_prompt=soft_prompt)
             config = TrainConfig(batch_size=batch_size, lr=lr, warmup_steps=warmup, kl_weight=kl_weight, teacher_weight=teacher_weight,
-                                 teacher_cfg=teacher_cfg, patience=patience, seed=seed, weight_decay=0.01, ema_beta=0.999)
+                                 teacher_cfg=teacher_cfg, contrast_cfg=contrast_cfg, patience=patience, seed=seed, weight_decay=0.01, ema_beta=0.999)
             corpus_config = CorpusConfig(max_tokens=max_tokens, val_size=val_size, seed=seed)
             with cached_corpus_progress(quiet) as report:
                 spec = create_steer_run(run, corpus, bundle, steer, config, corpus_config, epochs, on_encode=report)
