@@ -12,9 +12,8 @@ Stages (each skips itself when its output exists, so an interrupted build resume
              the prefix does not tell the continuation's sentiment, only the continuation's embedding does;
              it stops when its time plus the time that caching the LM's states over what it wrote will take
              (timed on its first batch) would pass its share, so the build's length does not depend on the CPU
-3. corpus    the distilled rows as explicit (prefix, continuation, context, contrast) pairs, continuations cut
-             to 24 tokens (the length the evaluation generates); the hidden sentence is the 'context' of the
-             teacher, its parallel sentence of the other mood the 'contrast'
+3. corpus    the distilled rows as explicit (prefix, continuation, context) pairs, continuations cut to 24
+             tokens (the length the evaluation generates); the hidden sentence is the 'context' of the teacher
 4. classify  `dglm train-classifier`: sentiment (valence > 0 vs < 0) and domain (movie/tweet/amazon/nyt)
              on the training sentences
 5. diffusion `dglm train-diffusion`
@@ -22,8 +21,7 @@ Stages (each skips itself when its output exists, so an interrupted build resume
              of SmolLM2, on CUDA with SmolLM2 frozen at batch 128, see DECODER_FLAGS)
 7. export    `dglm export` (without a decoder run: SmolLM2 as it is, no soft prompt) + `dglm classifiers export`
 8. steer     `dglm train-steer` on the LM's cached states over the pairs (STEER_FLAGS: the target is the LM's own
-             distribution given the hidden sentence, amplified by DISTILL_CFG against the plain LM and by
-             CONTRAST_CFG against the LM given the contrast), exported into the bundle
+             distribution given the hidden sentence, amplified by DISTILL_CFG), exported into the bundle
 9. strength  the steer's default strength: the largest of STRENGTHS whose guided text keeps its perplexity
              within MAX_PPL_RATIO of the plain LM's, measured on prefixes of held-out VADER sentences
 10. guidance the default guidance scale while the steer is on: of GUIDANCE_SCALES, the one whose guided text on
@@ -158,14 +156,12 @@ DISTILL_CFG = 2.0
 
 # The steer re-ranks the LM's 64 most probable tokens; its loss asks, at every continuation token, for the LM's
 # distribution given the hidden sentence + prefix amplified as in the distill stage (teacher weight 1, g = 2),
-# so it learns how the hidden mood moves the LM, not which words one sample happened to pick; and pushed away
-# from the LM given the parallel sentence of the other mood (g_c = CONTRAST_CFG), which cancels what the two
-# sentences share (the words the LM copies from either) and leaves the mood. Without the contrast the steer
-# read the row's content from its latent but hardly its mood (benchmarks/steer_latent.py, README).
-CONTRAST_CFG = 2.0
+# so it learns how the hidden mood moves the LM, not which words one sample happened to pick. A contrast (the
+# parallel MOODS sentence of the other mood, --contrast-cfg 2) made the steer read the mood from its latent
+# (0.22 nats/token where this reads 0.01) but bought no sentiment at equal perplexity (README), so it is off.
 STEER_CANDIDATES = 64
-STEER_FLAGS = ["--candidates", STEER_CANDIDATES, "--teacher-weight", 1, "--teacher-cfg", DISTILL_CFG, "--contrast-cfg", CONTRAST_CFG,
-               "--epochs", 12, "--patience", 2, "--batch-size", 64, "--lr", "1e-3"]
+STEER_FLAGS = ["--candidates", STEER_CANDIDATES, "--teacher-weight", 1, "--teacher-cfg", DISTILL_CFG, "--epochs", 12, "--patience", 2,
+               "--batch-size", 64, "--lr", "1e-3"]
 STRENGTHS = [1.0, 2.0, 3.0, 4.0]
 MAX_PPL_RATIO = 1.3  # the fluency target: perplexity under plain SmolLM2 within 1.3x of its own samples'
 STRENGTH_PROMPTS = 20  # held-out VADER prefixes (not the evaluation's neutral prompts) used to pick the strength
@@ -177,20 +173,17 @@ GUIDANCE_SCALES = [DEFAULT_GUIDANCE_SCALE, 20.0, 40.0, 70.0]
 
 def caching_seconds_per_pair(decoder, rows: list[tuple[str, str, str]], continuations: list[str], batch_size: int = 32) -> float:
     """Seconds per (prefix, mood, context) row that the steer stage will take to cache the LM's states over its
-    continuation: what dglm_cli.lm_states does per batch (the states given the prefix, the teacher's and the
-    contrast's log-probabilities given context + prefix and contrast + prefix), timed on these rows under the
-    caller's precision."""
+    continuation: what dglm_cli.lm_states does per batch (the states given the prefix, the teacher's log-probabilities
+    given context + prefix), timed on these rows under the caller's precision."""
     from dglm_cli.corpus import Pair, tokenize_pairs
 
-    pairs = tokenize_pairs([Pair(prefix, text, context, contrast_of(mood, context)) for (prefix, mood, context), text in zip(rows, continuations)],
-                           decoder.tokenizer, CORPUS_TOKENS)
+    pairs = tokenize_pairs([Pair(prefix, text, context) for (prefix, _, context), text in zip(rows, continuations)], decoder.tokenizer, CORPUS_TOKENS)
     empty = torch.zeros(batch_size, 0, decoder.config.embedding_dim, device=decoder.device)
     started = time.monotonic()
     for start in range(0, len(pairs), batch_size):
-        prefix_ids, continuation_ids, teacher_ids, contrast_ids = (list(column) for column in zip(*pairs[start : start + batch_size]))
+        prefix_ids, continuation_ids, teacher_ids, _ = (list(column) for column in zip(*pairs[start : start + batch_size]))
         states = decoder.continuation_states(prefix_ids, empty[: len(prefix_ids)], continuation_ids, STEER_CANDIDATES)
-        for hidden_context in (teacher_ids, contrast_ids):
-            decoder.continuation_log_probs(hidden_context, continuation_ids, states.candidates)
+        decoder.continuation_log_probs(teacher_ids, continuation_ids, states.candidates)
     return (time.monotonic() - started) / max(len(rows), 1)
 
 
@@ -236,19 +229,12 @@ def stage_distill(work: Path, minutes: float, seed: int, precision: str, batch_s
     print(f"distilled: {len(out.read_text(encoding='utf-8').splitlines())} documents", flush=True)
 
 
-def contrast_of(mood: str, context: str) -> str:
-    """The hidden sentence of the other mood that parallels `context` (MOODS lists them in parallel)."""
-    other = next(name for name in MOODS if name != mood)
-    return MOODS[other][MOODS[mood].index(context)]
-
-
 def stage_corpus(work: Path) -> Path:
-    """JSONL: the distilled rows as explicit (prefix, continuation, context, contrast) pairs. The hidden sentence
-    is the context only the steer's teacher reads, its parallel sentence of the other mood the contrast the
-    teacher is pushed away from; the mood label is not kept."""
+    """JSONL: the distilled rows as explicit (prefix, continuation, context) pairs. The hidden sentence is the
+    context only the steer's teacher reads; the mood label is not kept."""
     corpus = work / "data" / "pairs.jsonl"
     distilled = [json.loads(line) for line in (work / "data" / "distilled.jsonl").read_text(encoding="utf-8").splitlines()]
-    lines = [json.dumps({"prefix": d["prefix"], "continuation": d["continuation"], "context": d["context"], "contrast": contrast_of(d["mood"], d["context"])})
+    lines = [json.dumps({"prefix": d["prefix"], "continuation": d["continuation"], "context": d["context"]})
              for d in distilled if d["continuation"].strip()]
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return corpus
@@ -412,7 +398,7 @@ how much it steers is measured in the evaluation at the end. Built on {machine} 
 - data: the VADER human-rated sentences from the `vaderSentiment==3.3.2` sdist (sha256-checked),
   90% for training; the first 3-8 words of each training sentence continued by SmolLM2 itself, once
   after a hidden positive and once after a hidden negative sentence (classifier-free guidance g = 2 on
-  that sentence), kept as (prefix, continuation, hidden sentence, its parallel of the other mood); the other 10% and
+  that sentence), kept as (prefix, continuation, hidden sentence) triples; the other 10% and
   `examples/prompts/neutral.txt` are never trained on;
 - classifiers: `dglm train-classifier` on the training split (labels: valence > 0 / < 0; the domain);
 - heads: `dglm train-diffusion --preset small`{decoder}; `dglm train-steer {steer_flags}` on the frozen

@@ -47,9 +47,6 @@ def test_distill_writes_every_row_when_its_share_allows(build, tiny_decoder, tmp
     rows = distill(build, tmp_path, minutes=60)
     assert len(rows) == 2 * len(SENTENCES)  # every prefix in both moods
     assert {row["mood"] for row in rows} == set(build.MOODS)
-    row = rows[0]  # each hidden sentence has its parallel in the other mood: the pair's contrast
-    contrast = build.contrast_of(row["mood"], row["context"])
-    assert contrast != row["context"] and build.contrast_of(next(m for m in build.MOODS if m != row["mood"]), contrast) == row["context"]
 
 
 def test_distill_stops_where_caching_what_it_wrote_would_pass_its_share(build, tiny_decoder, tmp_path, monkeypatch):
