@@ -192,8 +192,8 @@ def corpus_key(documents: list[Document], tokenizer_id: str, encoder_id: str, co
         if isinstance(doc, str):
             raw = doc.encode()
         else:  # a pair without a context keeps the key it had before contexts existed
-            extra = [doc.context] if doc.contrast is None else [doc.context, doc.contrast]
-            raw = json.dumps([doc.prefix, doc.continuation, *(extra if doc.context is not None else [])]).encode()
+            hidden = [text for text in (doc.context, doc.contrast) if text is not None]
+            raw = json.dumps([doc.prefix, doc.continuation, *hidden]).encode()
         digest.update(hashlib.sha256(raw).digest())
     digest.update(json.dumps([tokenizer_id, encoder_id, asdict(config), FORMAT]).encode())
     return digest.hexdigest()[:20]

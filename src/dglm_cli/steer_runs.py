@@ -100,8 +100,8 @@ def create_steer_run(
     train.max_steps, train.eval_every, train.save_every = steps_per_epoch * epochs, steps_per_epoch, steps_per_epoch
     train.validate()
     teacher = bool(corpus_meta.get("contexts")) and steer.candidates > 0  # pairs with hidden contexts: cache the teacher too
-    contrast = teacher and train.contrast_cfg > 0 and train.teacher_weight > 0
-    if train.contrast_cfg > 0 and not (contrast and corpus_meta.get("contrasts")):
+    contrast = train.contrast_cfg > 0
+    if contrast and not (teacher and train.teacher_weight > 0 and corpus_meta.get("contrasts")):
         raise InputError("--contrast-cfg needs pairs with a 'context' and a 'contrast', --teacher-weight > 0 and --candidates > 0")
     cache = StateCacheConfig(steer.candidates, steer.soft_prompt, cache_batch_size, teacher=teacher, contrast=contrast)
     identity = bundle_identity(path, cache.soft_prompt)
