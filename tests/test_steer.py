@@ -200,6 +200,17 @@ def test_steer_run_reads_its_latent_and_exports_into_its_bundle(soup, soup_bundl
     assert (config.strength, config.guidance_scale) == (0.5, 30.0) and (bundle / "README.md").read_text().count("## steer") == 1
 
 
+def test_a_steer_over_the_whole_vocabulary_trains_and_generates(soup, soup_bundle, tmp_path):
+    run = tmp_path / "steer"
+    invoke("train-steer", soup / "soup.txt", "--bundle", soup_bundle, "--run", run, *STEER_ARGS, "--candidates", "0", "--patience", "0", "-q")
+    true, none = validations(run, "val_true_latent"), validations(run, "val_no_steer")
+    assert true[-1] < none[-1]  # the full softmax over every token learned
+    bundle = shutil.copytree(soup_bundle, tmp_path / "bundle")
+    invoke("export", run, "--out", bundle)
+    assert load_bundle(bundle).steer.config.candidates == 0
+    assert continuations(bundle) != continuations(bundle, steer=0.0)
+
+
 def test_steer_errors(soup, soup_bundle, tiny_bundle, tmp_path):
     result = CliRunner().invoke(app, ["generate", "--bundle", str(tiny_bundle), "-p", "x", "--steer", "1"])
     assert result.exit_code == 2 and "has no steer (train one with `dglm train-steer`)" in result.output

@@ -69,7 +69,7 @@ RULES: dict[str, Rule] = {
     "max_steps": COUNT, "time_budget": POSITIVE, "lr": POSITIVE, "lm_lr": POSITIVE, "warmup": Rule(0, 10**9),
     "eval_every": COUNT, "save_every": COUNT, "max_tokens": Rule(2, 10**6), "min_tokens": Rule(1, 10**6),
     "splits_per_chunk": Rule(1, 10**4), "val_size": Rule(0, 10**9), "lora_rank": Rule(0, 4096), "bag_of_words_weight": NON_NEGATIVE,
-    "candidates": Rule(1, 10**6), "rank": Rule(1, 10**5), "strength": NON_NEGATIVE, "kl_weight": NON_NEGATIVE,
+    "candidates": Rule(0, 10**6), "rank": Rule(1, 10**5), "strength": NON_NEGATIVE, "kl_weight": NON_NEGATIVE,
     "teacher_weight": SHARE, "teacher_cfg": NON_NEGATIVE, "contrast_cfg": NON_NEGATIVE, "epochs": COUNT, "patience": Rule(0, 10**6),
     # an attribute's WEIGHT in NAME:WEIGHT (--avoid pushes away: weights are positive)
     "weight": Rule(0, 1000, low_open=True),
