@@ -7,26 +7,31 @@
 Stages (each skips itself when its output exists, so an interrupted build resumes):
 1. data      the VADER human-rated sentences (sha256-checked, from the vaderSentiment 3.3.2 sdist),
              split 90/10 by a fixed seed; the 10% and examples/prompts/neutral.txt are never trained on
-2. distill   SmolLM2 continues prefixes (first 3-8 words) of training sentences, each prefix once after a
-             hidden positive and once after a hidden negative sentence (MOODS): self-distillation in which
-             the prefix does not tell the continuation's sentiment, only the continuation's embedding does;
-             it stops when its time plus the time that caching the LM's states over what it wrote will take
-             (timed on its first batch) would pass its share, so the build's length does not depend on the CPU
-3. corpus    the distilled rows as explicit (prefix, continuation, context) pairs, continuations cut to 24
-             tokens (the length the evaluation generates); the hidden sentence is the 'context' of the teacher
-4. classify  `dglm train-classifier`: sentiment (valence > 0 vs < 0) and domain (movie/tweet/amazon/nyt)
+2. classify  `dglm train-classifier`: sentiment (valence > 0 vs < 0) and domain (movie/tweet/amazon/nyt)
              on the training sentences
-5. diffusion `dglm train-diffusion`
-6. decoder   only with --soft-prompt: `dglm train-decoder` (a soft prompt; on CPU through rank-16 adapters
+3. probe     times one unit of the measuring stages (10-12) on this machine: `dglm generate | dglm score` of
+             STRENGTH_PROMPTS × 2 guided records with the packaged default bundle; those stages do a fixed
+             number of such units, so their time is reserved out of the budget before distilling
+4. distill   SmolLM2 continues prefixes (first 3-8 words) of training sentences, each prefix once after a
+             hidden positive and once after a hidden negative sentence (MOODS): self-distillation in which
+             the prefix does not tell the continuation's sentiment, only the continuation's embedding does.
+             It takes what the budget leaves after the stages before it, the training shares (SHARES), the
+             probe's reservation and MARGIN, and that covers caching the LM's states over what it writes
+             (timed on its first batch): it stops when its time plus that caching would pass it, so the
+             build's length does not depend on the CPU
+5. corpus    the distilled rows as explicit (prefix, continuation, context) pairs, continuations cut to 24
+             tokens (the length the evaluation generates); the hidden sentence is the 'context' of the teacher
+6. diffusion `dglm train-diffusion`
+7. decoder   only with --soft-prompt: `dglm train-decoder` (a soft prompt; on CPU through rank-16 adapters
              of SmolLM2, on CUDA with SmolLM2 frozen at batch 128, see DECODER_FLAGS)
-7. export    `dglm export` (without a decoder run: SmolLM2 as it is, no soft prompt) + `dglm classifiers export`
-8. steer     `dglm train-steer` on the LM's cached states over the pairs (STEER_FLAGS: the target is the LM's own
+8. export    `dglm export` (without a decoder run: SmolLM2 as it is, no soft prompt) + `dglm classifiers export`
+9. steer     `dglm train-steer` on the LM's cached states over the pairs (STEER_FLAGS: the target is the LM's own
              distribution given the hidden sentence, amplified by DISTILL_CFG), exported into the bundle
-9. strength  the steer's default strength: the largest of STRENGTHS whose guided text keeps its perplexity
+10. strength the steer's default strength: the largest of STRENGTHS whose guided text keeps its perplexity
              within MAX_PPL_RATIO of the plain LM's, measured on prefixes of held-out VADER sentences
-10. guidance the default guidance scale while the steer is on: of GUIDANCE_SCALES, the one whose guided text on
+11. guidance the default guidance scale while the steer is on: of GUIDANCE_SCALES, the one whose guided text on
              the same prefixes has the asked sentiment most often within MAX_PPL_RATIO
-11. evaluate `dglm generate` on the held-out neutral prompts (unguided, positive, negative) | `dglm score`
+12. evaluate `dglm generate` on the held-out neutral prompts (unguided, positive, negative) | `dglm score`
 
 bf16 autocast is used on CUDA and on CPUs with native bf16; elsewhere fp32 (emulated bf16 is far slower).
 """
@@ -52,10 +57,12 @@ from dglm_cli.pipeline import DEFAULT_GUIDANCE_SCALE
 ROOT = Path(__file__).resolve().parent.parent
 NEUTRAL_PROMPTS = ROOT / "examples" / "prompts" / "neutral.txt"
 PACKAGE_BUNDLE = ROOT / "src" / "dglm_cli" / "bundles" / "default"
-# Shares of --time-budget; "distill" also covers caching the LM's states over the distilled pairs (in the steer
-# stage), "steer" the steer's training; the rest encodes, picks the strength and the guidance scale and evaluates.
-BUDGET_SHARES = {"distill": 0.62, "diffusion": 0.10, "steer": 0.06}
-SOFT_PROMPT_SHARES = {"distill": 0.44, "diffusion": 0.08, "decoder": 0.20, "steer": 0.06}
+# Shares of --time-budget for the training loops ("steer": the steer's training; caching its LM states is the distill
+# stage's). The distill stage takes what is left after the stages before it, these shares, the measuring stages'
+# reservation (timed by the probe stage) and MARGIN, which covers the corpus encoding and the exports.
+SHARES = {"diffusion": 0.10, "steer": 0.06}
+SOFT_PROMPT_SHARES = {"diffusion": 0.08, "decoder": 0.20, "steer": 0.06}
+MARGIN = 0.04
 # On CPU the decoder trains through rank-16 adapters of SmolLM2 with the bag-of-words loss (as the shipped
 # bundle). On CUDA it trains with SmolLM2 frozen at batch 128, the configuration of the issue's reference
 # run (the only run measured to steer: ~100k examples on an H200); a CPU run of it put 0.32 nats/token of
@@ -297,14 +304,45 @@ def within_ppl(rows: list[dict], plain: float) -> bool:
     return all(row["ppl"] <= MAX_PPL_RATIO * plain for row in rows)
 
 
-def stage_strength(work: Path, run: Path, bundle: Path, seed: int) -> tuple[float, list[dict]]:
-    """Export the steer at the largest of STRENGTHS whose guided text (both attributes) stays within MAX_PPL_RATIO
-    of the plain LM's perplexity, on prefixes of held-out VADER sentences; the measured curve is returned."""
+def strength_prompts(work: Path, seed: int) -> Path:
+    """WORK/eval/strength-prompts.txt: the first 3-8 words of STRENGTH_PROMPTS held-out VADER sentences."""
     rng = random.Random(seed)
     held_out = [json.loads(line)["text"] for line in (work / "data" / "vader_heldout.jsonl").read_text(encoding="utf-8").splitlines()]
     prompts = work / "eval" / "strength-prompts.txt"
     prompts.parent.mkdir(parents=True, exist_ok=True)
     prompts.write_text("".join(" ".join(t.split()[: rng.randint(3, 8)]) + "\n" for t in rng.sample(held_out, STRENGTH_PROMPTS)), encoding="utf-8")
+    return prompts
+
+
+def measuring_units(samples: int) -> float:
+    """How many probe units (STRENGTH_PROMPTS × 2 guided records generated and scored) stages 10-12 do: the plain LM
+    and each strength toward both attributes, each further guidance scale toward both, and the evaluation's three
+    runs of `samples` records per neutral prompt."""
+    neutral = len(NEUTRAL_PROMPTS.read_text(encoding="utf-8").splitlines())
+    return 1 + 2 * len(STRENGTHS) + 2 * (len(GUIDANCE_SCALES) - 1) + 3 * samples * neutral / (2 * STRENGTH_PROMPTS)
+
+
+def stage_probe(work: Path, seed: int) -> float:
+    """Seconds one measuring unit takes on this machine, timed with the packaged default bundle (a steer of the same
+    shape as the one this build trains), subprocesses and model loading included."""
+    started = time.monotonic()
+    generate_and_score(PACKAGE_BUNDLE, strength_prompts(work, seed), 2, work / "eval" / "probe.jsonl", *ATTRIBUTES["positive"])
+    return time.monotonic() - started
+
+
+def distill_minutes(work: Path, total: float, shares: dict[str, float], unit_seconds: float, samples: int) -> float:
+    """The distill stage's minutes in this sitting (its caching included): the budget less the time the build has
+    spent so far (earlier sittings of the distill stage included), the training shares, the measuring stages'
+    reservation and MARGIN."""
+    timings = json.loads((work / "timings.json").read_text(encoding="utf-8")) if (work / "timings.json").exists() else {}
+    spent = sum(timings.values())
+    return total * (1 - sum(shares.values()) - MARGIN) - spent - unit_seconds * measuring_units(samples) / 60
+
+
+def stage_strength(work: Path, run: Path, bundle: Path, seed: int) -> tuple[float, list[dict]]:
+    """Export the steer at the largest of STRENGTHS whose guided text (both attributes) stays within MAX_PPL_RATIO
+    of the plain LM's perplexity, on prefixes of held-out VADER sentences; the measured curve is returned."""
+    prompts = strength_prompts(work, seed)
     dglm("export", run, "--out", bundle, "--force", "--half")
     plain = generate_and_score(bundle, prompts, 2, work / "eval" / "strength" / "plain.jsonl", "--steer", 0)["groups"][0]
     curve = [{"steer": 0.0, "attr": "none", "vader": rate(plain, "vader", "positive"), "ppl": plain["perplexity"]["median"]}]
@@ -424,12 +462,17 @@ def main() -> None:
     precision = "bf16" if cuda or cpu_has_native_bf16() else "fp32"  # emulated bf16 is far slower than fp32
     machine = torch.cuda.get_device_name() if cuda else describe_cpu()
     print(f"building on {machine}; precision {precision}", flush=True)
-    budget = {stage: share * args.time_budget for stage, share in (SOFT_PROMPT_SHARES if args.soft_prompt else BUDGET_SHARES).items()}
+    shares = SOFT_PROMPT_SHARES if args.soft_prompt else SHARES
+    budget = {stage: share * args.time_budget for stage, share in shares.items()}
     work = args.work
     once(work, "data", stage_data, work, args.seed)
-    once(work, "distill", stage_distill, work, budget["distill"], args.seed, precision)
-    corpus = Path(once(work, "corpus", stage_corpus, work))
     once(work, "classifiers", stage_classifiers, work)
+    unit = once(work, "probe", stage_probe, work, args.seed)
+    distill_share = distill_minutes(work, args.time_budget, shares, unit, args.samples)
+    print(f"measuring stages: {unit * measuring_units(args.samples) / 60:.1f} min reserved ({unit:.1f} s per unit); "
+          f"distill and caching: {distill_share:.1f} min", flush=True)
+    once(work, "distill", stage_distill, work, distill_share, args.seed, precision)
+    corpus = Path(once(work, "corpus", stage_corpus, work))
     once(work, "diffusion", stage_train, work, corpus, "diffusion", budget["diffusion"], args.diffusion_steps or (20_000 if cuda else 700),
          ["--preset", "small", "--batch-size", 128, "--warmup", 100, "--eval-every", 100, "--save-every", 100])
     decoder_flags = DECODER_FLAGS["cuda" if cuda else "cpu"]

@@ -53,3 +53,18 @@ def test_distill_stops_where_caching_what_it_wrote_would_pass_its_share(build, t
     monkeypatch.setattr(build, "caching_seconds_per_pair", lambda *args: 60.0)  # a minute per row: 4 rows fill the share
     rows = distill(build, tmp_path, minutes=4.5, batch_size=4)
     assert len(rows) == 4  # the first batch; the second would bring the cache to 8 minutes
+
+
+def test_measuring_stages_are_counted_in_probe_units(build):
+    neutral = len(build.NEUTRAL_PROMPTS.read_text(encoding="utf-8").splitlines())
+    units = 1 + 2 * len(build.STRENGTHS) + 2 * (len(build.GUIDANCE_SCALES) - 1) + 3 * 4 * neutral / (2 * build.STRENGTH_PROMPTS)
+    assert build.measuring_units(4) == units
+
+
+def test_distill_takes_what_the_budget_leaves(build, tmp_path):
+    (tmp_path / "timings.json").write_text(json.dumps({"data": 1.0, "classifiers": 2.0, "probe": 1.0}), encoding="utf-8")
+    unit_seconds = 60.0
+    left = build.distill_minutes(tmp_path, 100, {"diffusion": 0.1}, unit_seconds, 4)
+    assert left == pytest.approx(100 * (1 - 0.1 - build.MARGIN) - 4.0 - build.measuring_units(4))
+    (tmp_path / "timings.json").write_text(json.dumps({"data": 1.0, "classifiers": 2.0, "probe": 1.0, "distill": 10.0}), encoding="utf-8")
+    assert build.distill_minutes(tmp_path, 100, {"diffusion": 0.1}, unit_seconds, 4) == pytest.approx(left - 10.0)  # a resumed sitting
