@@ -19,6 +19,7 @@ from dglm_cli.cli import app
 from dglm_cli.corpus import CorpusConfig, build_corpus, load_corpus, read_documents, save_corpus
 from dglm_cli.decoder import DecoderConfig, SoftPromptDecoder
 from dglm_cli.lm_states import StateCacheConfig, cache_states, load_states
+from dglm_cli.objectives import SteerObjective
 from dglm_cli.pipeline import GenerationSettings, Pipeline
 from dglm_cli.rng import RecordRNG
 from dglm_cli.steer import BoundSteer, LatentSteer, SteerConfig, Teacher, candidate_losses, output_logits
@@ -113,6 +114,27 @@ def test_candidate_loss_over_the_whole_vocabulary_is_the_full_softmax(family, ti
         ce, _, _ = candidate_losses(base, shift, index)
         ce_vocabulary, _, _ = candidate_losses(*output_logits(torch.stack([states.hidden, delta]), weight, None), states.targets)
     assert torch.allclose(ce, full, atol=1e-4) and torch.allclose(ce_vocabulary, full, atol=1e-4)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_objective_over_the_whole_vocabulary_matches_every_token_as_a_candidate(bias):
+    """The whole-vocabulary path (one product W·(h + δ) with the gradient) gives the losses and gradients of the
+    candidate path with all V tokens as candidates."""
+    hidden_dim, vocabulary, tokens = 16, 50, 12
+    torch.manual_seed(1)
+    output_layer = torch.nn.Linear(hidden_dim, vocabulary, bias=bias)
+    hidden, z = torch.randn(tokens, hidden_dim), torch.randn(tokens, ENCODER_DIM)
+    target = torch.randint(0, vocabulary, (tokens,))
+    everything = torch.arange(vocabulary).expand(tokens, vocabulary)
+    results = []
+    for candidates in (None, everything):
+        objective = SteerObjective(random_steer(hidden_dim, candidates=0), output_layer)
+        ce, kl, _ = objective(hidden, z, candidates, target)
+        (ce.mean() + kl.mean()).backward()
+        results.append((ce, kl, [p.grad for p in objective.steer.parameters()]))
+    (ce, kl, grads), (ce_k, kl_k, grads_k) = results
+    assert torch.allclose(ce, ce_k, atol=1e-5) and torch.allclose(kl, kl_k, atol=1e-5)
+    assert all(torch.allclose(g, g_k, atol=1e-5) for g, g_k in zip(grads, grads_k, strict=True))
 
 
 def test_bound_steer_keeps_the_mass_outside_its_candidates():

@@ -127,7 +127,19 @@ class SteerObjective(nn.Module):
         """hidden (N, H), z (N, D), candidates (N, K) or None, target (N,), a teacher over the candidates or None ->
         per-token (cross-entropy, KL to the base, cross-entropy against the teacher or None)."""
         delta = self.steer(hidden, z) if steered else torch.zeros_like(hidden)  # (N, H)
-        base, shift = output_logits(torch.stack([hidden, delta]), self.weight, candidates)  # (N, K) or (N, V) each
-        if self.bias is not None:  # the bias belongs to the base logits only
-            base = base + (self.bias[candidates] if candidates is not None else self.bias)
+        if candidates is None:
+            base, shift = self.vocabulary_logits(hidden, delta)
+        else:
+            base, shift = output_logits(torch.stack([hidden, delta]), self.weight, candidates)  # (N, K) each
+            if self.bias is not None:  # the bias belongs to the base logits only
+                base = base + self.bias[candidates]
         return candidate_losses(base, shift, target, teacher)
+
+    def vocabulary_logits(self, hidden: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden, delta (N, H) -> base logits W·h + b and shift W·δ (N, V) each. The shift is taken as W·(h + δ) − W·h:
+        one product over the vocabulary carries the gradient, and the base (the cached states have none) is
+        computed without it, half the work of multiplying both by W with the graph."""
+        with torch.no_grad():
+            base = output_logits(hidden, self.weight, None)  # (N, V)
+        shift = output_logits(hidden + delta, self.weight, None) - base  # (N, V)
+        return (base if self.bias is None else base + self.bias), shift

@@ -493,7 +493,9 @@ class SteerTrainer(Trainer):
         weight = 0.0
         if "teacher" in sums:
             means["teacher"], weight = sums["teacher"] / max(sums["tokens"], 1), self.config.teacher_weight
-        means["objective"] = (1 - weight) * means["ce"] + weight * means.get("teacher", 0.0) + self.config.kl_weight * means["kl"]
+        means["objective"] = (1 - weight) * means["ce"] + weight * means.get("teacher", 0.0)
+        if self.config.kl_weight:  # else the KL is only reported, and the backward pass skips it
+            means["objective"] = means["objective"] + self.config.kl_weight * means["kl"]
         return means
 
     def train_step(self, step: int) -> dict:
