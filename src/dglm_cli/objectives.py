@@ -137,8 +137,8 @@ class SteerObjective(nn.Module):
 
     def vocabulary_logits(self, hidden: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden, delta (N, H) -> base logits W·h + b and shift W·δ (N, V) each. The shift is taken as W·(h + δ) − W·h:
-        one product over the vocabulary carries the gradient, and the base (the cached states have none) is
-        computed without it, half the work of multiplying both by W with the graph."""
+        only one product over the vocabulary carries the gradient (the cached states have none), which halves the
+        backward pass's product and drops a graph of (N, V) tensors (`benchmarks/steer_softmax.py`)."""
         with torch.no_grad():
             base = output_logits(hidden, self.weight, None)  # (N, V)
         shift = output_logits(hidden + delta, self.weight, None) - base  # (N, V)
