@@ -166,6 +166,23 @@ def test_bound_steer_in_the_nucleus_re_ranks_only_the_tokens_plain_sampling_coul
     assert BoundSteer(steer, decoder.model.get_output_embeddings(), torch.zeros(3, ENCODER_DIM), 2.0, top_p=0.6).top_p == 1.0
 
 
+@pytest.mark.parametrize("family,tied", [("gpt2", False), ("llama", True)])
+def test_a_whole_vocabulary_steer_moving_the_hidden_state_writes_what_the_logits_path_writes(family, tied):
+    decoder = decoder_of(family, tied)
+    output_layer = decoder.model.get_output_embeddings()
+    bound = BoundSteer(random_steer(decoder.config.embedding_dim, candidates=0), output_layer, torch.randn(3, ENCODER_DIM), 1.5)
+    hidden = torch.randn(3, decoder.config.embedding_dim)
+    assert bound.moves_hidden  # W·(h + s·δ) = W·h + s·W·δ:
+    assert torch.allclose(output_layer(bound.shift(hidden)), bound(hidden, output_layer(hidden)), atol=1e-5)
+    prompts, soft = ["The train was", "I loved every", "A quiet"], torch.zeros(3, 0, decoder.config.embedding_dim)
+
+    def generate(steer) -> list[str]:
+        return decoder.generate(prompts, soft, RecordRNG([1, 2, 3], "tokens"), max_new_tokens=8, steer=steer)
+
+    through_logits = generate(lambda h, logits: bound(h, logits))  # a plain callable: the logits path
+    assert generate(bound) == through_logits != generate(None)
+
+
 def test_state_cache_round_trip_and_resume(tmp_path, tiny_encoder):
     decoder = decoder_of("gpt2")
     corpus = build_corpus(SENTENCES * 80, decoder.tokenizer, tiny_encoder, CorpusConfig(max_tokens=12, val_size=16))

@@ -174,6 +174,20 @@ class SoftPromptDecoder:
         finally:
             hook.remove()
 
+    @contextmanager
+    def _shifted_output_input(self, shift: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+        """While open, the output layer reads shift(h) (B, H) in place of the final hidden state h at the last position."""
+
+        def move_last(module, args):
+            hidden = args[0]  # (B, T, H)
+            return (torch.cat([hidden[:, :-1], shift(hidden[:, -1])[:, None]], dim=1), *args[1:])
+
+        hook = self.model.get_output_embeddings().register_forward_pre_hook(move_last)
+        try:
+            yield
+        finally:
+            hook.remove()
+
     @staticmethod
     def _bag_of_words_loss(logits, labels, continuation_ids, k: int) -> torch.Tensor:
         rows = torch.arange(len(continuation_ids), device=logits.device)
@@ -210,6 +224,9 @@ class SoftPromptDecoder:
         `reweight(generated (B, T), logits (B, V)) -> logits` may change each step's next-token scores
         before sampling (weighted decoding baselines use it). `steer(final hidden states (B, H), logits (B, V))
         -> logits` acts on the last position before them (dglm_cli.steer.BoundSteer); the KV cache is unchanged.
+        A steer that `moves_hidden` (over the whole vocabulary) instead moves that position's input to the output
+        layer by `steer.shift(hidden (B, H))`, so the LM's own vocabulary product carries it (not when `cfg`
+        guides: the steer then acts on the guided logits).
         """
         guided = cfg != 1.0 and (soft.shape[1] > 0 or unconditional_prefixes is not None)
         prefix_ids = self.tokenize(prefixes)
@@ -217,6 +234,9 @@ class SoftPromptDecoder:
         if guided:  # rows B..2B-1: the same (or the unconditional) prefixes without the soft prompt
             plain_ids = prefix_ids if unconditional_prefixes is None else self.tokenize(unconditional_prefixes)
             batch = _stack_left_padded(batch, self.assemble(plain_ids, soft[:, :0], left_pad=True))
+        if steer is not None and getattr(steer, "moves_hidden", False) and not guided:
+            with self._shifted_output_input(steer.shift):
+                return self._sample(batch, len(prefixes), max_new_tokens, rng, top_p, temperature, repetition_penalty, reweight, 1.0, None)
         with self.final_hidden_states() if steer is not None else nullcontext() as hidden:
             return self._sample(batch, len(prefixes), max_new_tokens, rng, top_p, temperature, repetition_penalty, reweight, cfg if guided else 1.0,
                                 steer and (lambda logits: steer(hidden[0][: len(prefixes), -1].float(), logits)))

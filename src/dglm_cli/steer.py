@@ -91,6 +91,16 @@ class BoundSteer:
         self.top_p = top_p if steer.config.nucleus else 1.0
         self.weight = output_layer.weight  # W; its bias, if any, is in the base logits already
 
+    @property
+    def moves_hidden(self) -> bool:
+        """A steer over the whole vocabulary is W·(h + s·δ): the decoder can move the output layer's input by
+        `shift` rather than add a second vocabulary product to the logits."""
+        return not self.steer.config.candidates
+
+    def shift(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (B, H) -> h + s·δ (B, H)."""
+        return hidden + self.strength * self.steer(hidden.to(self.weight.dtype), self.z).to(hidden.dtype)
+
     def __call__(self, hidden: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         delta = self.steer(hidden.to(self.weight.dtype), self.z)  # (B, H)
         if not self.steer.config.candidates:  # the whole vocabulary
