@@ -426,6 +426,17 @@ def guidance_card(best: float, rows: list[dict], plain: float) -> str:
     return "\n".join(lines + [""])
 
 
+def trained_card(work: Path, bundle: Path) -> str:
+    """The card the export and steer stages left in the bundle, title dropped. It is kept in WORK the first time,
+    because the build then replaces the bundle's card: a rerun (such as --install after the build) must not wrap
+    the finished card again."""
+    kept = work / "stages" / "trained-card.md"
+    if not kept.exists():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text((bundle / "README.md").read_text(encoding="utf-8").split("\n", 1)[1], encoding="utf-8")
+    return kept.read_text(encoding="utf-8")
+
+
 CARD_INTRO = """# dglm default bundle
 
 SmolLM2-135M-Instruct guided by all-MiniLM-L6-v2 continuation embeddings, with classifiers for
@@ -487,7 +498,7 @@ def main() -> None:
     results = once(work, "evaluate", stage_evaluate, work, bundle, args.samples)
     timings = json.loads((work / "timings.json").read_text(encoding="utf-8"))
     minutes = sum(timings.values())
-    trained = (bundle / "README.md").read_text(encoding="utf-8").split("\n", 1)[1]  # the export's card, title dropped
+    trained = trained_card(work, bundle)
     intro = CARD_INTRO.format(
         soft_prompt=" and a soft prompt" if args.soft_prompt else " (no soft prompt)", machine=machine, minutes=minutes,
         flags=" --soft-prompt" if args.soft_prompt else "", steer_flags=" ".join(map(str, STEER_FLAGS)),

@@ -1,4 +1,4 @@
-"""scripts/build_default_bundle.py: the distill stage keeps the LM-state cache inside its time share."""
+"""scripts/build_default_bundle.py: the distill stage keeps the LM-state cache inside its time share; a rerun keeps the card."""
 
 import importlib.util
 import json
@@ -68,3 +68,13 @@ def test_distill_takes_what_the_budget_leaves(build, tmp_path):
     assert left == pytest.approx(100 * (1 - 0.1 - build.MARGIN) - 4.0 - build.measuring_units(4))
     (tmp_path / "timings.json").write_text(json.dumps({"data": 1.0, "classifiers": 2.0, "probe": 1.0, "distill": 10.0}), encoding="utf-8")
     assert build.distill_minutes(tmp_path, 100, {"diffusion": 0.1}, unit_seconds, 4) == pytest.approx(left - 10.0)  # a resumed sitting
+
+
+def test_a_rerun_does_not_wrap_the_finished_card_again(build, tmp_path):
+    bundle = tmp_path / "default"
+    bundle.mkdir()
+    (bundle / "README.md").write_text("# exported\n\n## diffusion\n\n- steps: 7\n", encoding="utf-8")
+    first = build.trained_card(tmp_path, bundle)
+    assert first == "\n## diffusion\n\n- steps: 7\n"
+    (bundle / "README.md").write_text("# dglm default bundle\n\nintro\n" + first + "\n## Evaluation\n", encoding="utf-8")  # the build's card
+    assert build.trained_card(tmp_path, bundle) == first
